@@ -1,0 +1,65 @@
+"""Runs blocking model calls off the event loop, most urgent first.
+
+Sessions of one replica share the model; a final transcript someone is
+waiting for must not queue behind another session's partial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+URGENT = 0
+BACKGROUND = 1
+
+
+class DecodePool:
+    def __init__(self, workers: int, name: str = "decode") -> None:
+        self._workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self._queue: asyncio.PriorityQueue[tuple[int, int, Callable[[], Any], asyncio.Future[Any]]]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._counter = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        self._loop = loop
+        self._queue = asyncio.PriorityQueue()
+        self._tasks = [loop.create_task(self._run()) for _ in range(self._workers)]
+
+    async def run(self, priority: int, fn: Callable[[], Any]) -> Any:
+        """Run fn() on a worker thread when its turn comes; cancelling drops it if not started."""
+        self._start()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((priority, next(self._counter), fn, fut))
+        return await fut
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() if self._loop else 0
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            _, _, fn, fut = await self._queue.get()
+            if fut.done():  # its caller went away
+                continue
+            try:
+                result = await loop.run_in_executor(self._executor, fn)
+            except Exception as e:  # delivered to the caller, never kills the worker
+                if not fut.done():
+                    fut.set_exception(e)
+            else:
+                if not fut.done():
+                    fut.set_result(result)
+
+    def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,38 @@
+"""Glue between stage services and Serve's gRPC proxy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from ray.serve.grpc_util import RayServegRPCContext
+
+from deployments.errors import StageError
+
+log = logging.getLogger(__name__)
+
+
+async def relay_with_status(
+    events: AsyncIterator[object], grpc_context: RayServegRPCContext | None
+) -> AsyncIterator[object]:
+    """Yield a stream's events; turn a StageError into the call's gRPC status.
+
+    Serve keeps a status set on the context when the method then raises, so the
+    client sees e.g. INVALID_ARGUMENT with our message instead of a bare INTERNAL.
+    """
+    try:
+        async for event in events:
+            yield event
+    except StageError as e:
+        if grpc_context is not None:
+            grpc_context.set_code(e.code)
+            grpc_context.set_details(e.details)
+        log.info("stream ended with %s: %s", e.code.name, e.details)
+        raise
+    except Exception as e:
+        if grpc_context is not None:
+            grpc_context.set_code(grpc.StatusCode.INTERNAL)
+            grpc_context.set_details(f"{type(e).__name__}: {e}")
+        log.exception("stream failed")
+        raise

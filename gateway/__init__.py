@@ -1,0 +1,1 @@
+"""The public face: WebRTC sessions, and clients of the stage deployments."""

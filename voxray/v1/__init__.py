@@ -1,0 +1,1 @@
+"""Generated from protos/voxray/v1 by voxray.protogen."""
