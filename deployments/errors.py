@@ -13,6 +13,9 @@ class StageError(Exception):
         self.code = code
         self.details = details
 
+    def __reduce__(self) -> tuple[type[StageError], tuple[grpc.StatusCode, str]]:
+        return StageError, (self.code, self.details)  # Ray pickles it to the proxy
+
 
 def invalid(details: str) -> StageError:
     return StageError(grpc.StatusCode.INVALID_ARGUMENT, details)

@@ -17,10 +17,22 @@ from voxray.v1 import asr_pb2
 
 
 @dataclass
+class Partial:
+    at_s: float  # arrival, seconds after the utterance's first sample was captured
+    audio_s: float  # how much of the utterance it covers
+    text: str
+
+    @property
+    def lag_s(self) -> float:
+        """How long after that audio was spoken the partial arrived."""
+        return self.at_s - self.audio_s
+
+
+@dataclass
 class UtteranceResult:
     final: str
     eou_to_final_ms: float
-    partials: list[tuple[float, float, str]] = field(default_factory=list)  # (at_s, audio_s, text)
+    partials: list[Partial] = field(default_factory=list)
     audio_s: float = 0.0
     final_decode_ms: float = 0.0
 
@@ -38,47 +50,72 @@ def last_voiced_sample(pcm: np.ndarray, frame: int = 320, dbfs: float = -40.0) -
 
 async def speak_utterance(
     stream: AsrStream,
-    events: asyncio.Queue[asr_pb2.AsrEvent],
+    events: asyncio.Queue[asr_pb2.AsrEvent | BaseException],
     pcm: np.ndarray,
     *,
     chunk_ms: int = 100,
     realtime: bool = True,
     on_partial: object = None,
 ) -> UtteranceResult:
-    """Send one utterance (paced like a microphone if realtime), then end it and await its final."""
+    """Send one utterance, then end it and await its final.
+
+    With `realtime`, a chunk is sent once its last sample would have left a
+    microphone, so timings match a live caller's.
+    """
     step = SAMPLE_RATE * chunk_ms // 1000
     t0 = time.monotonic()
-    partials: list[tuple[float, float, str]] = []
+    offset = stream.samples_sent
+    partials: list[Partial] = []
     for i in range(0, len(pcm), step):
+        chunk = pcm[i : i + step]
         if realtime:
-            await asyncio.sleep(max(0.0, t0 + i / SAMPLE_RATE - time.monotonic()))
-        stream.send_audio(pcm[i : i + step].tobytes())
+            await asyncio.sleep(max(0.0, t0 + (i + len(chunk)) / SAMPLE_RATE - time.monotonic()))
+        stream.send_audio(chunk.tobytes())
         while not events.empty():
-            _collect(events.get_nowait(), partials, t0, on_partial)
-    if realtime:  # the last chunk's audio is "spoken" only once its duration has passed
-        await asyncio.sleep(max(0.0, t0 + len(pcm) / SAMPLE_RATE - time.monotonic()))
+            _collect(await next_event(events), partials, t0, offset, on_partial)
     eou_seq = stream.end_utterance()
     while True:
-        ev = await events.get()
+        ev = await next_event(events)
         if ev.WhichOneof("kind") == "final":
             latency = (time.monotonic() - stream.sent_at[eou_seq]) * 1000
             return UtteranceResult(ev.final.text, latency, partials, len(pcm) / SAMPLE_RATE,
                                    ev.decode_ms)
-        _collect(ev, partials, t0, on_partial)
+        _collect(ev, partials, t0, offset, on_partial)
 
 
-def _collect(ev: asr_pb2.AsrEvent, partials: list[tuple[float, float, str]], t0: float,
+def _collect(ev: asr_pb2.AsrEvent, partials: list[Partial], t0: float, offset: int,
              on_partial: object) -> None:
     if ev.WhichOneof("kind") == "partial":
-        at = time.monotonic() - t0
-        partials.append((at, ev.partial.audio_end_sample / SAMPLE_RATE, ev.partial.text))
+        p = Partial(time.monotonic() - t0, (ev.partial.audio_end_sample - offset) / SAMPLE_RATE,
+                    ev.partial.text)
+        partials.append(p)
         if callable(on_partial):
-            on_partial(at, ev.partial)
+            on_partial(p)
 
 
-async def pump(stream: AsrStream, events: asyncio.Queue[asr_pb2.AsrEvent]) -> None:
-    async for ev in stream:
-        await events.put(ev)
+class StreamEnded(Exception):
+    """The stream closed (cleanly or with a gRPC error) while a reply was awaited."""
+
+
+async def next_event(events: asyncio.Queue[asr_pb2.AsrEvent | BaseException],
+                     wait_s: float | None = None) -> asr_pb2.AsrEvent:
+    item = await asyncio.wait_for(events.get(), wait_s)
+    if isinstance(item, BaseException):
+        events.put_nowait(item)  # later readers see the end too
+        raise item
+    return item
+
+
+async def pump(stream: AsrStream, events: asyncio.Queue[asr_pb2.AsrEvent | BaseException]
+               ) -> None:
+    """Move the stream's events into a queue; its end (or error) goes in last."""
+    try:
+        async for ev in stream:
+            await events.put(ev)
+    except grpc.aio.AioRpcError as e:
+        await events.put(e)
+    else:
+        await events.put(StreamEnded("the ASR stream ended"))
 
 
 async def stream_file(path: str, target: str, *, chunk_ms: int, realtime: bool,
@@ -88,15 +125,14 @@ async def stream_file(path: str, target: str, *, chunk_ms: int, realtime: bool,
     pcm = pcm[:end]
     async with grpc.aio.insecure_channel(target) as channel:
         async with AsrStream(channel, f"cli-{uuid.uuid4().hex[:8]}") as stream:
-            events: asyncio.Queue[asr_pb2.AsrEvent] = asyncio.Queue()
+            events: asyncio.Queue[asr_pb2.AsrEvent | BaseException] = asyncio.Queue()
             reader = asyncio.create_task(pump(stream, events))
             try:
-                ready = await asyncio.wait_for(events.get(), 30)
+                ready = await next_event(events, 60)
                 print(f"connected: {ready.ready.model} on {ready.ready.replica_id}")
 
-                def show(at: float, p: asr_pb2.Transcript) -> None:
-                    print(f"  partial @{at:5.2f}s (audio {p.audio_end_sample / SAMPLE_RATE:5.2f}s)"
-                          f": {p.text}")
+                def show(p: Partial) -> None:
+                    print(f"  partial @{p.at_s:5.2f}s (audio to {p.audio_s:5.2f}s): {p.text}")
 
                 res = await speak_utterance(stream, events, pcm, chunk_ms=chunk_ms,
                                             realtime=realtime, on_partial=show)
@@ -105,8 +141,11 @@ async def stream_file(path: str, target: str, *, chunk_ms: int, realtime: bool,
                       f"(decode {res.final_decode_ms:.0f} ms); audio {res.audio_s:.2f} s")
                 stream.close_send()
                 await reader
-            except grpc.aio.AioRpcError as e:
-                print(f"voxray asr: {e.code().name}: {e.details()}", file=sys.stderr)
+            except (grpc.aio.AioRpcError, StreamEnded) as e:
+                if isinstance(e, grpc.aio.AioRpcError):
+                    print(f"voxray asr: {e.code().name}: {e.details()}", file=sys.stderr)
+                else:
+                    print(f"voxray asr: {e}", file=sys.stderr)
                 return 1
             finally:
                 reader.cancel()

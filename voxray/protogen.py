@@ -18,15 +18,11 @@ PROTO_ROOT = REPO_ROOT / "protos"
 OUT_PACKAGE = REPO_ROOT / "voxray" / "v1"
 
 
-def proto_files() -> list[Path]:
-    return sorted((PROTO_ROOT / "voxray" / "v1").glob("*.proto"))
-
-
-def generate(out_root: Path) -> list[Path]:
+def generate(out_root: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
     from grpc_tools import protoc  # dev dependency; only needed to regenerate
 
-    files = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
-    args = ["protoc", f"-I{PROTO_ROOT}", f"--python_out={out_root}", f"--pyi_out={out_root}",
+    files = [str(p.relative_to(proto_root)) for p in sorted(proto_root.glob("voxray/v1/*.proto"))]
+    args = ["protoc", f"-I{proto_root}", f"--python_out={out_root}", f"--pyi_out={out_root}",
             f"--grpc_python_out={out_root}", *files]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed")
@@ -35,26 +31,34 @@ def generate(out_root: Path) -> list[Path]:
     return sorted(out.iterdir())
 
 
+def stale_stubs(proto_root: Path = PROTO_ROOT, package: Path = OUT_PACKAGE) -> list[str]:
+    """Names of stub files in `package` that differ from what the protos generate."""
+    with tempfile.TemporaryDirectory() as tmp:
+        generated = Path(tmp) / "voxray" / "v1"
+        names = {p.name for p in generate(Path(tmp), proto_root) if p.is_file()}
+        committed = {p.name for p in package.glob("*") if p.is_file()}
+        return sorted(
+            (names ^ committed)
+            | {n for n in names & committed
+               if not filecmp.cmp(generated / n, package / n, shallow=False)}
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--check", action="store_true", help="fail if voxray/v1 is stale")
     ns = ap.parse_args(argv)
+    if ns.check:
+        stale = stale_stubs()
+        if stale:
+            print(f"stale stubs in {OUT_PACKAGE}: {', '.join(stale)}; run "
+                  "`python -m voxray.protogen`", file=sys.stderr)
+            return 1
+        print("stubs up to date")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         generated = generate(Path(tmp))
         names = {p.name for p in generated if p.is_file()}
-        if ns.check:
-            committed = {p.name for p in OUT_PACKAGE.glob("*") if p.is_file()}
-            stale = sorted(
-                (names ^ committed)
-                | {n for n in names & committed
-                   if not filecmp.cmp(Path(tmp) / "voxray/v1" / n, OUT_PACKAGE / n, shallow=False)}
-            )
-            if stale:
-                print(f"stale stubs in {OUT_PACKAGE}: {', '.join(stale)}; run "
-                      "`python -m voxray.protogen`", file=sys.stderr)
-                return 1
-            print("stubs up to date")
-            return 0
         OUT_PACKAGE.mkdir(parents=True, exist_ok=True)
         for p in OUT_PACKAGE.glob("*"):
             if p.is_file() and p.name not in names:

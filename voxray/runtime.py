@@ -32,7 +32,7 @@ def start(
     config: ServeConfig,
     *,
     address: str | None = None,
-    num_cpus: float | None = None,
+    num_cpus: int | None = None,
     direct_ingress: bool = False,
     timeout_s: float = 600,
     progress: Callable[[str], None] = print,

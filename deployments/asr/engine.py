@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import get_suppressed_tokens
+from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
 from deployments.asr.config import AsrArgs
 from voxray import REPO_ROOT
@@ -29,6 +29,9 @@ SAMPLE_RATE = 16_000
 MAX_WINDOW_S = 30.0
 # Text plus timestamp tokens per second of speech, generously; caps runaway decodes.
 TOKENS_PER_SECOND = 8
+# faster-whisper's defaults for attaching punctuation to words.
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 # Models `voxray models prepare` makes from registry packages.
 LOCAL_MODELS = ("base", "tiny.en")
 
@@ -52,6 +55,24 @@ class Hypothesis:
 
 def _words(text: str) -> list[str]:
     return re.sub(r"[^\w' ]", " ", text.lower()).split()
+
+
+def _tidy_words(alignment: list[dict]) -> list[DecodedWord]:
+    """faster-whisper's own post-processing of DTW word times: punctuation joins its
+    word, and a word at a sentence or utterance edge is capped at twice the median
+    word length (DTW stretches it into the surrounding silence)."""
+    merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
+    alignment = [w for w in alignment if w["word"].strip()]
+    durations = [w["end"] - w["start"] for w in alignment if w["end"] > w["start"]]
+    longest = 2 * min(0.7, float(np.median(durations))) if durations else 0.0
+    for i, w in enumerate(alignment):
+        if longest and w["end"] - w["start"] > longest:
+            if i == len(alignment) - 1 or w["word"].rstrip().endswith(tuple(".!?")):
+                w["end"] = w["start"] + longest
+            elif i == 0 or alignment[i - 1]["word"].rstrip().endswith(tuple(".!?")):
+                w["start"] = w["end"] - longest
+    return [DecodedWord(w["word"].strip(), float(w["start"]), float(w["end"]),
+                        float(w["probability"])) for w in alignment]
 
 
 def models_dir(configured: str = "") -> Path:
@@ -146,12 +167,7 @@ class WhisperEngine:
         words: list[DecodedWord] = []
         if with_words and ids:
             aligned = self._model.find_alignment(self._tokenizer, [ids], encoded, content_frames)
-            words = [
-                DecodedWord(w["word"].strip(), float(w["start"]), float(w["end"]),
-                            float(w["probability"]))
-                for w in aligned[0]
-                if w["word"].strip()
-            ]
+            words = _tidy_words(aligned[0])
         return Hypothesis(
             text=text,
             words=words,

@@ -1,0 +1,1 @@
+"""Load generation and benchmarks; traffic goes to this machine's loopback only."""
