@@ -34,7 +34,7 @@ class AsrArgs(BaseModel):
     partial_interval_s: float = Field(0.4, ge=0.1, le=10.0)
     # After this much quiet following speech, decode at once: if the user has
     # finished, that decode is the final and end of utterance costs no decode.
-    pause_decode_s: float = Field(0.12, ge=0.02, le=2.0)
+    pause_decode_s: float = Field(0.1, ge=0.02, le=2.0)
     # Audio quieter than this (dBFS RMS) counts as quiet when the client gives
     # no speech_end_sample; the gateway's VAD gives one.
     quiet_dbfs: float = Field(-45.0, le=0.0)

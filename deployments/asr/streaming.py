@@ -42,6 +42,7 @@ class Decoded:
     words: list[Word]
     silent: bool
     audio_end: int  # stream sample the decode's audio reached
+    aligned: bool  # words carry real times (else one word holds the whole text)
 
 
 @dataclass
@@ -97,6 +98,17 @@ class TranscriptUpdate:
     start_sample: int
     end_sample: int
     final: bool
+
+
+def _loud_until(pcm: np.ndarray, rms: float, frame: int = SAMPLE_RATE // 100) -> int:
+    """End (in samples) of the last 10 ms frame of pcm at or above `rms`; 0 if none."""
+    n = -(-len(pcm) // frame)
+    if n == 0:
+        return 0
+    padded = np.zeros(n * frame, np.float32)
+    padded[: len(pcm)] = pcm
+    loud = np.nonzero(np.sqrt(np.mean(padded.reshape(n, frame) ** 2, axis=1)) >= rms)[0]
+    return min(len(pcm), int(loud[-1] + 1) * frame) if len(loud) else 0
 
 
 def _norm(word: str) -> str:
@@ -165,11 +177,13 @@ class StreamingTranscriber:
                 f"utterance {u.utterance_id} is longer than max_utterance_s="
                 f"{self._max_samples / SAMPLE_RATE:g}; send end_of_utterance sooner"
             )
+        start = self._stream_samples
         u.tail.append(pcm)
         u.tail_len += len(pcm)
         self._stream_samples += len(pcm)
-        if len(pcm) and float(np.sqrt(np.mean(pcm * pcm))) >= self._quiet_rms:
-            u.last_voiced = self._stream_samples
+        loud = _loud_until(pcm, self._quiet_rms)
+        if loud:
+            u.last_voiced = start + loud
             self._voiced_since_decode += len(pcm)
 
     def end_utterance(self, utterance_id: int, seq: int, speech_end: int | None = None) -> None:
@@ -190,8 +204,9 @@ class StreamingTranscriber:
         """The most urgent work: a closed utterance's final, else a due partial."""
         if self.closed:
             u = self.closed[0]
-            if u.latest is not None and u.latest.audio_end >= u.speech_end:
-                return DecodeJob(u, u.tail_audio(), u.tail_start, "", True, u.end_seq, u.latest)
+            latest = u.latest
+            if latest is not None and latest.aligned and latest.audio_end >= u.speech_end:
+                return DecodeJob(u, u.tail_audio(), u.tail_start, "", True, u.end_seq, latest)
             audio = np.concatenate([u.tail_audio(), np.zeros(self._flush_pad, np.float32)])
             return DecodeJob(u, audio, u.tail_start, self._prompt(u), True, u.end_seq)
         u = self.open
@@ -200,7 +215,7 @@ class StreamingTranscriber:
         paused = (
             u.end_sample - u.last_voiced >= self._pause
             and u.last_voiced > u.start_sample
-            and (u.latest is None or u.latest.audio_end < u.last_voiced)
+            and (u.latest is None or u.latest.audio_end < u.last_voiced or not u.latest.aligned)
         )
         if paused or self._voiced_since_decode >= self._partial_every:
             self._voiced_since_decode = 0
@@ -219,9 +234,11 @@ class StreamingTranscriber:
             decoded = job.reuse
         else:
             words = [] if silent else [self._place(w, job.offset) for w in hyp.words]
-            if not words and hyp.text and not silent:  # no word alignment: keep the text
+            aligned = bool(words) or silent or not hyp.text
+            if not aligned:  # decoded without word times: one word holds the text
                 words = [Word(hyp.text, job.offset, job.offset + len(job.audio), 1.0)]
-            decoded = Decoded(hyp, words, silent, min(job.offset + len(job.audio), u.end_sample))
+            end = min(job.offset + len(job.audio), u.end_sample)
+            decoded = Decoded(hyp, words, silent, end, aligned)
         if job.final:
             self.closed.popleft()
             all_words = u.committed + decoded.words
@@ -229,7 +246,7 @@ class StreamingTranscriber:
             return TranscriptUpdate(u.utterance_id, text, text, all_words, u.start_sample,
                                     u.end_sample, True)
         u.latest = decoded
-        if self._commit and decoded.words and u.tail_len >= self._commit_after:
+        if self._commit and decoded.aligned and u.tail_len >= self._commit_after:
             self._commit_agreed(u, decoded.words, decoded.audio_end)
         u.previous = [w for w in decoded.words if w.start_sample >= u.tail_start]
         if u.closed or not self._partials:
