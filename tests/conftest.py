@@ -16,19 +16,25 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def serve_grpc() -> Iterator[str]:
-    """The CPU profile deployed on a local Ray cluster; yields the gRPC proxy's address.
+def serve_app() -> Iterator[runtime.Endpoints]:
+    """The CPU profile deployed on a local Ray cluster.
 
     Ports are picked free: two Serve instances on one host would silently share 9000.
     """
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     config = load_config(profiles=["cpu"], overrides=[{
         "grpc_options": {"port": grpc_port},
         "http_options": {"port": http_port},
         "applications": {"asr": {"args": {"max_utterance_s": 8}}},
     }])
     try:
-        runtime.start(config, num_cpus=4, timeout_s=300, progress=lambda _: None)
-        yield f"127.0.0.1:{grpc_port}"
+        yield runtime.start(config, num_cpus=4, metrics_port=metrics_port, timeout_s=300,
+                            progress=lambda _: None)
     finally:
         runtime.stop()
+
+
+@pytest.fixture(scope="session")
+def serve_grpc(serve_app: runtime.Endpoints) -> str:
+    """The Serve gRPC proxy's address."""
+    return serve_app.grpc

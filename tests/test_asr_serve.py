@@ -207,3 +207,25 @@ def test_cli_streams_a_file_and_prints_the_final(serve_grpc: str, tmp_path) -> N
     final = next(line for line in run.stdout.splitlines() if line.startswith("final: "))
     assert wer(speech.references()["s18"], final[len("final: "):]) <= 0.3, run.stdout
     assert "end of utterance -> final:" in run.stdout and time.monotonic() - t0 < 120
+
+
+def _metric_lines(url: str, name: str) -> list[str]:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return [line for line in r.read().decode().splitlines() if line.startswith(name)]
+
+
+async def test_replica_exports_prometheus_metrics(serve_app, serve_grpc: str) -> None:
+    # runs after the other tests of this module: finals and errors have happened
+    async with session(serve_grpc, "metrics") as (stream, events):
+        await say(stream, events, "s11", speed=3.0)
+    deadline = time.monotonic() + 60
+    while True:  # Ray's agent exports on an interval
+        count = _metric_lines(serve_app.metrics, "ray_voxray_asr_final_latency_ms_count")
+        ended = _metric_lines(serve_app.metrics, "ray_voxray_asr_streams_total")
+        if count and ended and any('code="INVALID_ARGUMENT"' in line for line in ended):
+            break
+        assert time.monotonic() < deadline, (count, ended)
+        await asyncio.sleep(2)
+    assert float(count[0].rsplit(" ", 1)[1]) >= 1

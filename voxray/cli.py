@@ -47,7 +47,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         endpoints = runtime.start(config, address=ns.address, num_cpus=ns.num_cpus,
-                                  direct_ingress=ns.direct_ingress)
+                                  direct_ingress=ns.direct_ingress, metrics_port=ns.metrics_port)
     except runtime.DeployError as e:
         print(f"voxray: {e}", file=sys.stderr)
         runtime.stop()
@@ -55,6 +55,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
     print(f"voxray is up in {time.monotonic() - t0:.0f} s")
     print(f"  gRPC (Serve proxy): {endpoints.grpc}  applications: "
           f"{', '.join(a.name for a in config.applications)}")
+    if endpoints.metrics:
+        print(f"  Prometheus metrics: {endpoints.metrics}")
     print(f"  try: voxray asr --wav tests/data/speech/s01.wav --target {endpoints.grpc}")
     print("Ctrl-C stops it.")
     stop = False
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="logical CPUs of the local Ray cluster (replicas ask for fractions)")
     p.add_argument("--grpc-port", type=int)
     p.add_argument("--http-port", type=int)
+    p.add_argument("--metrics-port", type=int, default=8099,
+                   help="Prometheus export port of the local Ray node")
     p.add_argument("--direct-ingress", action="store_true",
                    help="Ray's experimental direct ingress + HAProxy instead of the Python proxy")
     p.set_defaults(func=cmd_up)

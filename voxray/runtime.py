@@ -26,6 +26,7 @@ class DeployError(RuntimeError):
 class Endpoints:
     grpc: str
     http: str
+    metrics: str | None  # Prometheus text format, all Ray and voxray metrics of this node
 
 
 def start(
@@ -34,6 +35,7 @@ def start(
     address: str | None = None,
     num_cpus: int | None = None,
     direct_ingress: bool = False,
+    metrics_port: int | None = None,
     timeout_s: float = 600,
     progress: Callable[[str], None] = print,
 ) -> Endpoints:
@@ -52,7 +54,8 @@ def start(
         if address is None:
             progress(f"starting a local Ray cluster ({num_cpus or 'all'} logical CPUs)")
             ray.init(num_cpus=num_cpus, include_dashboard=False, namespace="serve",
-                     runtime_env={"env_vars": env}, log_to_driver=False)
+                     runtime_env={"env_vars": env}, log_to_driver=False,
+                     _metrics_export_port=metrics_port)
         else:
             ray.init(address=address, namespace="serve")
     schema = ServeDeploySchema.model_validate(to_serve_schema(config))
@@ -67,6 +70,7 @@ def start(
     return Endpoints(
         grpc=f"127.0.0.1:{config.grpc_options.port}",
         http=f"http://127.0.0.1:{config.http_options.port}",
+        metrics=f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None,
     )
 
 

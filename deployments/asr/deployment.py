@@ -10,6 +10,7 @@ from ray.serve import Application
 from ray.serve.grpc_util import RayServegRPCContext, gRPCInputStream
 
 from deployments.asr.config import AsrArgs
+from deployments.asr.metrics import AsrMetrics
 from deployments.asr.service import AsrService
 from deployments.serving import relay_with_status
 from voxray.logs import configure_logging
@@ -22,15 +23,18 @@ class AsrDeployment:
         configure_logging()
         ctx = serve.get_replica_context()
         self._service = AsrService(AsrArgs.model_validate(args), replica_id=ctx.replica_tag)
+        self._metrics = AsrMetrics()
 
     async def Transcribe(  # noqa: N802 - the gRPC method name
         self,
         request_stream: gRPCInputStream[asr_pb2.AsrRequest],
         grpc_context: RayServegRPCContext,
     ) -> AsyncIterator[asr_pb2.AsrEvent]:
-        events = self._service.transcribe(request_stream)
-        async for event in relay_with_status(events, grpc_context):
-            yield event  # type: ignore[misc]
+        with self._metrics.stream() as observed:
+            events = self._service.transcribe(observed.requests(request_stream))
+            async for event in relay_with_status(events, grpc_context):
+                observed.event(event)  # type: ignore[arg-type]
+                yield event  # type: ignore[misc]
 
 
 def build_app(args: dict[str, Any]) -> Application:
