@@ -140,3 +140,36 @@ def test_audio_after_end_of_utterance_belongs_to_the_next_one() -> None:
     nxt = t.next_job(3)
     assert nxt is not None and not nxt.final and nxt.utterance.utterance_id == 1
     assert nxt.offset == int(0.5 * SAMPLE_RATE)
+
+
+def noise(seconds: float, dbfs: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(int(seconds * SAMPLE_RATE)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def test_pauses_show_on_a_noisy_line_once_the_floor_is_learnt() -> None:
+    t = make()
+    t.add_audio(noise(6.0, -38))  # background well above the -45 dBFS quiet level
+    t.add_audio(loud(0.5) + noise(0.5, -38, 1))
+    before = t.open.last_voiced
+    t.add_audio(noise(0.3, -38, 2))
+    assert t.open.last_voiced == before == int(6.5 * SAMPLE_RATE)
+
+
+def test_unbroken_speech_is_not_taken_for_noise() -> None:
+    t = make()
+    for i in range(30):  # 3 s of speech-level audio with no pause at all
+        t.add_audio(loud(0.1))
+        assert t.open.last_voiced == t.stream_samples, i
+
+
+def test_a_decode_that_did_not_hear_the_pause_is_not_reused() -> None:
+    t = make()
+    t.add_audio(loud(0.4))
+    t.add_audio(quiet(0.25))
+    job = t.next_job(1)
+    assert job is not None
+    t.apply(job, hyp(("hello", 0.0, 0.64)), silent=False)  # word runs to the end of its audio
+    t.end_utterance(0, seq=2)
+    final_job = t.next_job(3)
+    assert final_job is not None and final_job.final and final_job.reuse is None

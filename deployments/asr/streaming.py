@@ -44,6 +44,11 @@ class Decoded:
     audio_end: int  # stream sample the decode's audio reached
     aligned: bool  # words carry real times (else one word holds the whole text)
 
+    def covers(self, speech_end: int, pause: int) -> bool:
+        """Whether this decode heard all the speech, and the pause after it."""
+        heard_pause = not self.words or self.words[-1].end_sample <= self.audio_end - pause // 2
+        return self.aligned and self.audio_end >= speech_end and heard_pause
+
 
 @dataclass
 class Utterance:
@@ -100,15 +105,47 @@ class TranscriptUpdate:
     final: bool
 
 
-def _loud_until(pcm: np.ndarray, rms: float, frame: int = SAMPLE_RATE // 100) -> int:
-    """End (in samples) of the last 10 ms frame of pcm at or above `rms`; 0 if none."""
-    n = -(-len(pcm) // frame)
-    if n == 0:
-        return 0
-    padded = np.zeros(n * frame, np.float32)
+FRAME = SAMPLE_RATE // 100  # 10 ms
+
+
+def _frame_rms(pcm: np.ndarray) -> np.ndarray:
+    n = -(-len(pcm) // FRAME)
+    padded = np.zeros(n * FRAME, np.float32)
     padded[: len(pcm)] = pcm
-    loud = np.nonzero(np.sqrt(np.mean(padded.reshape(n, frame) ** 2, axis=1)) >= rms)[0]
-    return min(len(pcm), int(loud[-1] + 1) * frame) if len(loud) else 0
+    return np.sqrt(np.mean(padded.reshape(n, FRAME) ** 2, axis=1))
+
+
+def _loud_until(pcm: np.ndarray, rms: float) -> int:
+    """End (in samples) of the last 10 ms frame of pcm at or above `rms`; 0 if none."""
+    if len(pcm) == 0:
+        return 0
+    loud = np.nonzero(_frame_rms(pcm) >= rms)[0]
+    return min(len(pcm), int(loud[-1] + 1) * FRAME) if len(loud) else 0
+
+
+class NoiseFloor:
+    """Tracks the background level so a noisy line still shows its pauses.
+
+    The floor starts where the configured quiet level puts it, follows the
+    quietest frames down at once and creeps up slowly (2 dB/s), so speech
+    cannot pass for noise; audio counts as quiet below max(floor + 12 dB, the
+    configured quiet level). Erring high only costs a decode at end of
+    utterance: a final is reused only if its decode also heard the pause.
+    """
+
+    RISE_PER_SECOND = 10 ** (2 / 20)
+    MARGIN = 10 ** (12 / 20)
+
+    def __init__(self, quiet_rms: float) -> None:
+        self._quiet_rms = quiet_rms
+        self._floor = quiet_rms / self.MARGIN
+
+    def threshold(self, pcm: np.ndarray) -> float:
+        if len(pcm):
+            level = float(np.percentile(_frame_rms(pcm), 10))
+            rise = self.RISE_PER_SECOND ** (len(pcm) / SAMPLE_RATE)
+            self._floor = min(level, self._floor * rise)
+        return max(self._quiet_rms, self._floor * self.MARGIN)
 
 
 def _norm(word: str) -> str:
@@ -146,6 +183,7 @@ class StreamingTranscriber:
         self._commit_after = int(commit_after_s * SAMPLE_RATE)
         self._margin = int(commit_margin_s * SAMPLE_RATE)
         self._flush_pad = int(flush_pad_s * SAMPLE_RATE)
+        self._noise = NoiseFloor(self._quiet_rms)
         self._partials = partials
         self._commit = commit
         self._stream_samples = 0
@@ -181,7 +219,7 @@ class StreamingTranscriber:
         u.tail.append(pcm)
         u.tail_len += len(pcm)
         self._stream_samples += len(pcm)
-        loud = _loud_until(pcm, self._quiet_rms)
+        loud = _loud_until(pcm, self._noise.threshold(pcm))
         if loud:
             u.last_voiced = start + loud
             self._voiced_since_decode += len(pcm)
@@ -205,7 +243,7 @@ class StreamingTranscriber:
         if self.closed:
             u = self.closed[0]
             latest = u.latest
-            if latest is not None and latest.aligned and latest.audio_end >= u.speech_end:
+            if latest is not None and latest.covers(u.speech_end, self._pause):
                 return DecodeJob(u, u.tail_audio(), u.tail_start, "", True, u.end_seq, latest)
             audio = np.concatenate([u.tail_audio(), np.zeros(self._flush_pad, np.float32)])
             return DecodeJob(u, audio, u.tail_start, self._prompt(u), True, u.end_seq)
