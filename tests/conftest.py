@@ -25,7 +25,7 @@ def serve_app() -> Iterator[runtime.Endpoints]:
     config = load_config(profiles=["cpu"], overrides=[{
         "grpc_options": {"port": grpc_port},
         "http_options": {"port": http_port},
-        "applications": {"asr": {"args": {"max_utterance_s": 8}}},
+        "applications": {"asr": {"args": {"max_utterance_s": 20}}},
     }])
     try:
         yield runtime.start(config, num_cpus=4, metrics_port=metrics_port, timeout_s=300,

@@ -138,8 +138,8 @@ BAD_INPUTS = {
     "oversized chunk": ([START, asr_pb2.AsrRequest(meta=meta(1), audio=common_pb2.AudioChunk(
         pcm16=b"\0\0" * 32000))], grpc.StatusCode.INVALID_ARGUMENT, "max_chunk_ms"),
     "too long": ([START] + [asr_pb2.AsrRequest(meta=meta(i), audio=common_pb2.AudioChunk(
-        pcm16=b"\1\0" * 16000)) for i in range(1, 10)],
-        grpc.StatusCode.OUT_OF_RANGE, "max_utterance_s=8"),
+        pcm16=b"\1\0" * 16000)) for i in range(1, 22)],
+        grpc.StatusCode.OUT_OF_RANGE, "max_utterance_s=20"),
     "wrong utterance id": ([START, asr_pb2.AsrRequest(meta=meta(1), end_of_utterance=(
         asr_pb2.EndOfUtterance(utterance_id=4)))], grpc.StatusCode.INVALID_ARGUMENT,
         "open one is 0"),

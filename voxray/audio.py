@@ -21,3 +21,15 @@ def read_audio(path: str | Path, sample_rate: int = 16_000) -> np.ndarray:
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     return np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, np.int16)
+
+
+def resample(pcm: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """Resample mono PCM16 with libswresample."""
+    if src_rate == dst_rate or len(pcm) == 0:
+        return pcm.astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(pcm.astype(np.int16).reshape(1, -1), format="s16",
+                                       layout="mono")
+    frame.sample_rate = src_rate
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=dst_rate)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame) + resampler.resample(None)]
+    return np.concatenate(out).astype(np.int16) if out else np.zeros(0, np.int16)

@@ -32,8 +32,8 @@ def cmd_check_config(ns: argparse.Namespace) -> int:
 
 
 def cmd_models(ns: argparse.Namespace) -> int:
-    from deployments.asr.engine import models_dir
     from voxray.models import prepare_all
+    from voxray.paths import models_dir
 
     for path in prepare_all(models_dir(ns.dir or "")):
         print(f"model ready: {path}")

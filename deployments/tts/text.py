@@ -1,0 +1,168 @@
+"""Text a voice agent's LLM emits, made speakable: units with spans, then normalised words.
+
+Units are cut from the raw text, so each unit's span refers to what the client
+sent; normalisation (markdown, emoji, numbers, currency, abbreviations) happens
+per unit, on the way to the phonemiser.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from num2words import num2words
+
+ABBREVIATIONS = {
+    "dr.": "doctor", "mr.": "mister", "mrs.": "missus", "ms.": "miz", "prof.": "professor",
+    "st.": "saint", "vs.": "versus", "etc.": "et cetera", "e.g.": "for example",
+    "i.e.": "that is", "approx.": "approximately", "no.": "number", "jr.": "junior",
+    "sr.": "senior", "min.": "minutes", "sec.": "seconds", "km": "kilometres",
+    "kg": "kilograms", "cm": "centimetres", "mm": "millimetres",
+}
+_NOT_SENTENCE_END = re.compile(r"(?:\b(?:" + "|".join(
+    re.escape(a[:-1]) for a in ABBREVIATIONS if a.endswith(".")) + r")|\b[A-Za-z]|\d)\.$",
+    re.IGNORECASE)
+CLAUSE_MARKS = ",;:—–"
+SENTENCE_MARKS = ".!?…"
+CURRENCIES = {"$": ("dollar", "cent"), "€": ("euro", "cent"), "£": ("pound", "penny")}
+
+
+@dataclass(frozen=True)
+class Unit:
+    start: int  # [start, end) in the text received so far
+    end: int
+    text: str  # raw text of the span
+
+
+class UnitSplitter:
+    """Cuts a growing text into speakable units as soon as each one is complete."""
+
+    def __init__(self, first_unit_max_words: int, max_unit_chars: int) -> None:
+        self._first_words = first_unit_max_words
+        self._max_chars = max_unit_chars
+        self.text = ""
+        self._start = 0  # where the next unit begins
+        self._units = 0
+
+    def feed(self, delta: str) -> list[Unit]:
+        self.text += delta
+        units = []
+        while (end := self._next_boundary()) is not None:
+            units.append(self._emit(end))
+        return units
+
+    def flush(self) -> list[Unit]:
+        """Everything pending, as one unit (end of input, or an explicit flush)."""
+        if self._start < len(self.text):
+            return [self._emit(len(self.text))]
+        return []
+
+    def _emit(self, end: int) -> Unit:
+        unit = Unit(self._start, end, self.text[self._start : end])
+        self._start = end
+        self._units += 1
+        return unit
+
+    def _next_boundary(self) -> int | None:
+        """End of the next complete unit in the pending text (a mark must be followed by
+        whitespace, so "3.5" or "e.g" still growing is not cut)."""
+        pending = self.text[self._start :]
+        first = self._units == 0
+        words = 0
+        last_space = None
+        for m in re.finditer(r"\s+", pending):
+            i = m.start()
+            before = pending[:i].rstrip()
+            if not before:
+                continue
+            words += 1
+            last_space = m.end()
+            mark = before[-1]
+            if "\n" in m.group() and before:  # line ends: list items, paragraphs
+                return self._start + m.end()
+            if mark in SENTENCE_MARKS and not _NOT_SENTENCE_END.search(before):
+                return self._start + m.end()
+            if first and (mark in CLAUSE_MARKS or words >= self._first_words):
+                return self._start + m.end()
+            if i >= self._max_chars:
+                return self._start + m.end()
+        if len(pending) > 2 * self._max_chars and last_space is None:
+            return self._start + self._max_chars  # no whitespace at all: cut anyway
+        return None
+
+
+_MARKDOWN = [
+    (re.compile(r"```.*?```", re.S), " "),  # code blocks are not read out
+    (re.compile(r"`([^`]*)`"), r"\1"),
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # images
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links keep their text
+    (re.compile(r"https?://\S+"), " link "),
+    (re.compile(r"^\s{0,3}#{1,6}\s*", re.M), ""),  # headings
+    (re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+", re.M), ""),  # list bullets
+    (re.compile(r"(\*\*|__|\*|_|~~)(?=\S)(.+?)(?<=\S)\1"), r"\2"),  # emphasis
+    (re.compile(r"^\s*>\s?", re.M), ""),  # quotes
+    (re.compile(r"^\s*[-*_]{3,}\s*$", re.M), " "),  # rules
+    (re.compile(r"\|"), ", "),  # table cells
+]
+
+
+def _drop_symbols(text: str) -> str:
+    """Emoji and other pictographs have no sound."""
+    return "".join(
+        " " if unicodedata.category(c) in ("So", "Sk", "Cs", "Co") or 0xFE00 <= ord(c) <= 0xFE0F
+        or ord(c) == 0x200D else c
+        for c in text
+    )
+
+
+def _money(m: re.Match[str]) -> str:
+    unit, sub = CURRENCIES[m.group(1)]
+    whole = int(m.group(2).replace(",", ""))
+    cents = int((m.group(3) or "0").ljust(2, "0")[:2])
+    words = f"{num2words(whole)} {unit}{'' if whole == 1 else 's'}"
+    if unit == "pound" and whole != 1:
+        words = f"{num2words(whole)} pounds"
+    if cents:
+        subs = "pence" if sub == "penny" and cents != 1 else sub + ("" if cents == 1 else "s")
+        words += f" and {num2words(cents)} {subs}"
+    return f" {words} "
+
+
+def _number(m: re.Match[str]) -> str:
+    raw = m.group(0).replace(",", "")
+    if re.fullmatch(r"(1[1-9]|20)\d\d", raw) and m.group(0) == raw:
+        return num2words(int(raw), to="year")  # type: ignore[no-any-return]
+    if "." in raw:
+        return num2words(float(raw))  # type: ignore[no-any-return]
+    return num2words(int(raw))  # type: ignore[no-any-return]
+
+
+def _clock(m: re.Match[str]) -> str:
+    minutes = int(m.group(2))
+    return f"{num2words(int(m.group(1)))} " + ("o'clock" if minutes == 0 else num2words(minutes))
+
+
+def normalize(text: str) -> str:
+    """Words for the phonemiser: markdown and emoji dropped, numbers and symbols spelt out."""
+    for pattern, repl in _MARKDOWN:
+        text = pattern.sub(repl, text)
+    text = _drop_symbols(text)
+    text = re.sub(r"([$€£])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?\b", _money, text)
+    text = re.sub(r"(\d+(?:\.\d+)?)\s?%", lambda m: f"{m.group(1)} percent", text)
+    text = re.sub(r"\b(\d{1,2}):(\d{2})\b", _clock, text)
+    text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"),
+                  text)
+    text = re.sub(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", _number, text)
+    text = re.sub(r"\s&\s", " and ", text)
+    for abbr, words in ABBREVIATIONS.items():
+        escaped = re.escape(abbr) if abbr.endswith(".") else re.escape(abbr) + r"\b"
+        text = re.sub(r"(?<![\w.])" + escaped, words, text, flags=re.IGNORECASE)
+    text = re.sub(r"[*_#~`<>\[\]{}^|\\]", " ", text)
+    text = re.sub(r"(?<=[\w)])\s*\n+\s*(?=\S)", ", ", text)  # a line break is a pause
+    text = re.sub(r"\s+", " ", text)
+    return re.sub(r"\s+([,.!?;:])", r"\1", text).strip()
+
+
+def speakable(text: str) -> bool:
+    return any(c.isalnum() for c in text)

@@ -1,0 +1,146 @@
+"""The TTS app on a local Ray cluster through Serve's gRPC proxy: real Kokoro speech,
+checked by transcribing it back with the ASR app."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+import pytest
+from ray import serve
+
+from gateway.asr_cli import next_event, pump, speak_utterance
+from gateway.asr_client import AsrStream
+from voxray.audio import resample
+from voxray.v1 import asr_pb2, common_pb2, tts_pb2, tts_pb2_grpc
+from voxray.wer import wer
+
+pytestmark = pytest.mark.slow
+APP = (("application", "tts"),)
+
+
+async def transcribe(target: str, pcm24: np.ndarray) -> str:
+    pcm = resample(pcm24, 24000, 16000)
+    pcm = np.concatenate([np.zeros(4800, np.int16), pcm, np.zeros(8000, np.int16)])
+    async with grpc.aio.insecure_channel(target) as channel:
+        async with AsrStream(channel, "tts-check") as stream:
+            events: asyncio.Queue[asr_pb2.AsrEvent | BaseException] = asyncio.Queue()
+            reader = asyncio.create_task(pump(stream, events))
+            await next_event(events, 60)
+            res = await speak_utterance(stream, events, pcm, chunk_ms=500, realtime=False)
+            reader.cancel()
+    return res.final
+
+
+def collect(events: list[tts_pb2.TtsEvent]) -> tuple[np.ndarray, list[tts_pb2.TtsAudio]]:
+    audio = [e.audio for e in events if e.WhichOneof("kind") == "audio"]
+    pcm = np.frombuffer(b"".join(a.audio.pcm16 for a in audio), "<i2")
+    return pcm, audio
+
+
+TEXT = ("Sure! The museum opens at 9:30 and a ticket costs $12. "
+        "Bring a **warm** coat 🧥, because it is cold outside.")
+
+
+async def test_synthesized_speech_reads_back(serve_grpc: str) -> None:
+    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+        stub = tts_pb2_grpc.TtsStub(ch)
+        req = tts_pb2.TtsRequest(meta=common_pb2.Meta(session_id="t1", seq=7), text=TEXT)
+        events = [e async for e in stub.Synthesize(req, metadata=APP)]
+    pcm, audio = collect(events)
+    assert events[-1].WhichOneof("kind") == "done"
+    done = events[-1].done
+    assert done.total_samples == len(pcm) and done.characters_spoken == len(TEXT)
+    assert all(a.audio.sample_rate == 24000 for a in audio)
+    assert len(pcm) / 24000 > 4.0 and np.abs(pcm).max() > 3000  # seconds of loud audio
+    heard = await transcribe(serve_grpc, pcm)
+    expected = ("Sure! The museum opens at nine thirty and a ticket costs twelve dollars. "
+                "Bring a warm coat, because it is cold outside.")
+    assert wer(expected, heard) <= 0.25, heard
+    # spans: in order, contiguous, covering the text; each span's audio ends with span_complete
+    spans = [(a.span.start, a.span.end) for a in audio]
+    distinct = list(dict.fromkeys(spans))
+    assert distinct[0][0] == 0 and distinct[-1][1] == len(TEXT)
+    assert all(a[1] == b[0] for a, b in zip(distinct, distinct[1:], strict=False))
+    assert TEXT[distinct[0][0] : distinct[0][1]] == "Sure! "
+    for span in distinct:
+        flags = [a.span_complete for a in audio if (a.span.start, a.span.end) == span]
+        assert flags[-1] and not any(flags[:-1])
+    starts = [a.audio.start_sample for a in audio]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert all(e.meta.session_id == "t1" and e.meta.reply_to_seq == 7 for e in events)
+
+
+async def test_stream_of_deltas_speaks_before_the_text_is_complete(serve_grpc: str) -> None:
+    words = "Okay, here is the plan for tomorrow. We leave at eight and drive to the lake.".split()
+    queue: asyncio.Queue[tts_pb2.TtsStreamRequest | None] = asyncio.Queue()
+    queue.put_nowait(tts_pb2.TtsStreamRequest(start=tts_pb2.VoiceOptions(voice="am_michael")))
+
+    async def requests():  # type: ignore[no-untyped-def]
+        while (r := await queue.get()) is not None:
+            yield r
+
+    async def feed() -> None:
+        for i, w in enumerate(words):
+            queue.put_nowait(tts_pb2.TtsStreamRequest(meta=common_pb2.Meta(seq=i + 1),
+                                                      text=w + " "))
+            await asyncio.sleep(0.1)  # an LLM at 10 words/s
+        queue.put_nowait(None)
+
+    feeder = asyncio.create_task(feed())
+    t0 = time.monotonic()
+    first_at = None
+    events = []
+    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+        async for ev in tts_pb2_grpc.TtsStub(ch).SynthesizeStream(requests(), metadata=APP):
+            if first_at is None and ev.WhichOneof("kind") == "audio":
+                first_at = time.monotonic() - t0
+            events.append(ev)
+    await feeder
+    assert first_at is not None and first_at < len(words) * 0.1  # before the text was complete
+    first = next(e for e in events if e.WhichOneof("kind") == "audio")
+    assert first.meta.reply_to_seq == 1  # "Okay," completed the first unit
+    pcm, _ = collect(events)
+    heard = await transcribe(serve_grpc, pcm)
+    assert wer(" ".join(words), heard) <= 0.25, heard
+
+
+@pytest.mark.parametrize(("request_", "code", "text"), [
+    (tts_pb2.TtsRequest(text="   "), grpc.StatusCode.INVALID_ARGUMENT, "text is empty"),
+    (tts_pb2.TtsRequest(text="hi", voice=tts_pb2.VoiceOptions(voice="zz_nobody")),
+     grpc.StatusCode.INVALID_ARGUMENT, "unknown voice 'zz_nobody'"),
+    (tts_pb2.TtsRequest(text="hi", voice=tts_pb2.VoiceOptions(speed=9)),
+     grpc.StatusCode.INVALID_ARGUMENT, "outside 0.5-2.0"),
+    (tts_pb2.TtsRequest(text="🙂✨ ** --"), grpc.StatusCode.INVALID_ARGUMENT, "nothing speakable"),
+    (tts_pb2.TtsRequest(text="word " * 20_000), grpc.StatusCode.INVALID_ARGUMENT,
+     "max_text_chars"),
+])
+async def test_bad_requests_get_a_clear_status(serve_grpc: str, request_: tts_pb2.TtsRequest,
+                                               code: grpc.StatusCode, text: str) -> None:
+    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in tts_pb2_grpc.TtsStub(ch).Synthesize(request_, metadata=APP):
+                pass
+    assert err.value.code() == code and text in (err.value.details() or "")
+
+
+async def test_cancel_stops_synthesis_and_frees_the_replica(serve_grpc: str) -> None:
+    handle = serve.get_deployment_handle("TtsDeployment", app_name="tts")
+    long_text = " ".join(f"This is sentence number {i} of a very long answer." for i in range(40))
+    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+        stub = tts_pb2_grpc.TtsStub(ch)
+        call = stub.Synthesize(tts_pb2.TtsRequest(text=long_text), metadata=APP)
+        async for ev in call:
+            if ev.WhichOneof("kind") == "audio":
+                break
+        call.cancel()
+        await asyncio.sleep(1.5)  # at most the unit under way finishes
+        done_after_cancel = await handle.units_synthesized.remote()
+        await asyncio.sleep(3.0)
+        assert await handle.units_synthesized.remote() == done_after_cancel
+        t0 = time.monotonic()
+        events = [e async for e in stub.Synthesize(tts_pb2.TtsRequest(text="Hello again."),
+                                                   metadata=APP)]
+    assert time.monotonic() - t0 < 3.0 and events[-1].WhichOneof("kind") == "done"

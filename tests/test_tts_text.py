@@ -1,0 +1,71 @@
+import pytest
+
+from deployments.tts.text import UnitSplitter, normalize, speakable
+
+
+@pytest.mark.parametrize(("raw", "spoken"), [
+    ("It costs $5.50.", "It costs five dollars and fifty cents."),
+    ("Only $1 or £3!", "Only one dollar or three pounds!"),
+    ("About 1,250 km", "About one thousand, two hundred and fifty kilometres"),
+    ("$1,200.05", "one thousand, two hundred dollars and five cents"),
+    ("Save 20% now", "Save twenty percent now"),
+    ("Meet at 10:30 on the 3rd", "Meet at ten thirty on the third"),
+    ("Born in 1984, aged 41", "Born in nineteen eighty-four, aged forty-one"),
+    ("Pi is 3.14", "Pi is three point one four"),
+    ("**Sure!** Here is *one* `idea`", "Sure! Here is one idea"),
+    ("# Title\n- first\n- second", "Title, first, second"),
+    ("See [the docs](https://example.org/x) 😀👍", "See the docs"),
+    ("Dr. Smith & Mr. Jones, e.g. today", "doctor Smith and mister Jones, for example today"),
+    ("```python\nprint(1)\n``` Done.", "Done."),
+])
+def test_normalize(raw: str, spoken: str) -> None:
+    assert normalize(raw) == spoken
+
+
+def test_symbols_only_is_not_speakable() -> None:
+    assert not speakable(normalize("🙂 ** -- ✨"))
+
+
+def units_of(deltas: list[str], first_words: int = 2) -> list[tuple[int, int, str]]:
+    s = UnitSplitter(first_words, 300)
+    out = [u for d in deltas for u in s.feed(d)] + s.flush()
+    return [(u.start, u.end, u.text) for u in out]
+
+
+TEXT = ("Sure! The price is $3.50 today, e.g. for Dr. Smith. Is that OK?\n"
+        "- yes\n- no")
+
+
+def test_first_unit_is_short_then_sentences() -> None:
+    units = units_of([TEXT])
+    assert [u[2] for u in units] == [
+        "Sure! ", "The price is $3.50 today, e.g. for Dr. Smith. ", "Is that OK?\n", "- yes\n",
+        "- no"]
+
+
+def test_first_unit_cut_by_word_count_without_punctuation() -> None:
+    assert units_of(["The capital of France is Paris."])[0][2] == "The capital "
+
+
+def test_streamed_deltas_give_the_same_units_as_whole_text() -> None:
+    deltas = [TEXT[i : i + 3] for i in range(0, len(TEXT), 3)]
+    assert units_of(deltas) == units_of([TEXT])
+
+
+def test_spans_are_contiguous_and_cover_the_text() -> None:
+    units = units_of([TEXT])
+    assert units[0][0] == 0 and units[-1][1] == len(TEXT)
+    assert all(a[1] == b[0] for a, b in zip(units, units[1:], strict=False))
+    assert "".join(u[2] for u in units) == TEXT
+
+
+def test_a_unit_is_not_cut_before_its_mark_is_followed_by_space() -> None:
+    s = UnitSplitter(5, 300)
+    assert s.feed("It is 3.") == []  # could be 3.5
+    assert [u.text for u in s.feed("5 now. ")] == ["It is 3.5 now. "]
+    assert s.flush() == []
+
+
+def test_long_text_without_sentence_marks_is_cut() -> None:
+    units = units_of(["word " * 200], first_words=2)
+    assert len(units) > 3 and all(len(u[2]) <= 310 for u in units)
