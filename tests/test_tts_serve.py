@@ -89,13 +89,16 @@ async def test_stream_of_deltas_speaks_before_the_text_is_complete(serve_grpc: s
             await asyncio.sleep(0.1)  # an LLM at 10 words/s
         queue.put_nowait(None)
 
-    feeder = asyncio.create_task(feed())
     t0 = time.monotonic()
     first_at = None
     events = []
     async with grpc.aio.insecure_channel(serve_grpc) as ch:
         async for ev in tts_pb2_grpc.TtsStub(ch).SynthesizeStream(requests(), metadata=APP):
-            if first_at is None and ev.WhichOneof("kind") == "audio":
+            if ev.WhichOneof("kind") == "ready":
+                assert not events and ev.ready.voice == "am_michael"
+                feeder = asyncio.create_task(feed())
+                t0 = time.monotonic()
+            elif first_at is None and ev.WhichOneof("kind") == "audio":
                 first_at = time.monotonic() - t0
             events.append(ev)
     await feeder
@@ -135,12 +138,32 @@ async def test_cancel_stops_synthesis_and_frees_the_replica(serve_grpc: str) -> 
         async for ev in call:
             if ev.WhichOneof("kind") == "audio":
                 break
+        at_cancel = await handle.units_synthesized.remote()
         call.cancel()
-        await asyncio.sleep(1.5)  # at most the unit under way finishes
-        done_after_cancel = await handle.units_synthesized.remote()
-        await asyncio.sleep(3.0)
-        assert await handle.units_synthesized.remote() == done_after_cancel
+        seen = []
+        for _ in range(12):  # 40 sentences would take ~40 s; watch for 3 s
+            await asyncio.sleep(0.25)
+            seen.append(await handle.units_synthesized.remote() - at_cancel)
+        assert seen[-1] <= 1 and seen[-1] == seen[len(seen) // 2], seen
         t0 = time.monotonic()
         events = [e async for e in stub.Synthesize(tts_pb2.TtsRequest(text="Hello again."),
                                                    metadata=APP)]
     assert time.monotonic() - t0 < 3.0 and events[-1].WhichOneof("kind") == "done"
+
+
+@pytest.mark.parametrize(("requests_", "text"), [
+    ([tts_pb2.TtsStreamRequest(text="hello")], "must be `start`"),
+    ([tts_pb2.TtsStreamRequest(start=tts_pb2.VoiceOptions()),
+      tts_pb2.TtsStreamRequest(start=tts_pb2.VoiceOptions())], "unexpected `start`"),
+    ([tts_pb2.TtsStreamRequest(start=tts_pb2.VoiceOptions(voice="af_heart", language="fr-fr"))],
+     "does not fit English voice"),
+])
+async def test_bad_stream_requests_get_a_clear_status(
+        serve_grpc: str, requests_: list[tts_pb2.TtsStreamRequest], text: str) -> None:
+    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in tts_pb2_grpc.TtsStub(ch).SynthesizeStream(iter(requests_),
+                                                                       metadata=APP):
+                pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert text in (err.value.details() or ""), err.value.details()

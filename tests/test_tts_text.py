@@ -36,11 +36,17 @@ TEXT = ("Sure! The price is $3.50 today, e.g. for Dr. Smith. Is that OK?\n"
         "- yes\n- no")
 
 
-def test_first_unit_is_short_then_sentences() -> None:
+def test_units_grow_from_a_short_first_one_to_sentences() -> None:
     units = units_of([TEXT])
     assert [u[2] for u in units] == [
-        "Sure! ", "The price is $3.50 today, e.g. for Dr. Smith. ", "Is that OK?\n", "- yes\n",
-        "- no"]
+        "Sure! ", "The price is $3.50 ", "today, ", "e.g. for Dr. Smith. ", "Is that OK?\n",
+        "- yes\n", "- no"]
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen " \
+        "fifteen sixteen seventeen eighteen nineteen twenty twenty-one twenty-two twenty-three " \
+        "twenty-four twenty-five twenty-six twenty-seven twenty-eight twenty-nine thirty, " \
+        "thirty-one thirty-two. End."
+    sizes = [len(u[2].split()) for u in units_of([text])]
+    assert sizes[:4] == [2, 4, 8, 16] and sizes[4:] == [2, 1]
 
 
 def test_first_unit_cut_by_word_count_without_punctuation() -> None:

@@ -10,7 +10,6 @@ unit at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -87,48 +86,40 @@ class TtsService:
         if first.WhichOneof("kind") != "start":
             raise invalid("the first request of a SynthesizeStream call must be `start`")
         voice = self._voice(first.start)
-        queue: asyncio.Queue[tuple[Unit, int] | BaseException | None] = asyncio.Queue()
         splitter = self._splitter()
 
-        async def read() -> None:
-            try:
-                async for req in requests:
-                    kind = req.WhichOneof("kind")
-                    if kind == "text":
-                        if len(splitter.text) + len(req.text) > self.args.max_text_chars:
-                            raise invalid(f"text passed max_text_chars={self.args.max_text_chars}")
-                        units = splitter.feed(req.text)
-                    elif kind == "flush":
-                        units = splitter.flush()
-                    else:
-                        raise invalid(f"unexpected `{kind}` request after start")
-                    for unit in units:
-                        queue.put_nowait((unit, req.meta.seq))
-                for unit in splitter.flush():
-                    queue.put_nowait((unit, first.meta.seq))
-                queue.put_nowait(None)
-            except Exception as e:  # handed to the speaking side, which raises it
-                queue.put_nowait(e)
+        async def units() -> AsyncIterator[tuple[Unit, int]]:
+            # Pulled only when the previous unit is spoken: reading requests costs
+            # CPU in this replica, which would slow the synthesis under way.
+            async for req in requests:
+                kind = req.WhichOneof("kind")
+                if kind == "text":
+                    if len(splitter.text) + len(req.text) > self.args.max_text_chars:
+                        raise invalid(f"text passed max_text_chars={self.args.max_text_chars}")
+                    ready = splitter.feed(req.text)
+                elif kind == "flush":
+                    ready = splitter.flush()
+                else:
+                    raise invalid(f"unexpected `{kind}` request after start")
+                for unit in ready:
+                    yield unit, req.meta.seq
+            if getattr(requests, "is_cancelled", lambda: False)():
+                return  # the caller went away (Serve ends the stream on a cancel)
+            for unit in splitter.flush():
+                yield unit, first.meta.seq
 
-        async def source() -> AsyncIterator[tuple[Unit, int]]:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-
-        reader = asyncio.create_task(read())
-        try:
-            async for event in self._speak(source(), voice, first.meta.session_id):
-                yield event
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        yield tts_pb2.TtsEvent(
+            meta=common_pb2.Meta(session_id=first.meta.session_id, sent_unix_ns=time.time_ns(),
+                                 reply_to_seq=first.meta.seq),
+            ready=tts_pb2.TtsReady(replica_id=self.replica_id, voice=voice.voice))
+        async for event in self._speak(units(), voice, first.meta.session_id, first_seq=1):
+            yield event
 
     async def _speak(
-        self, units: AsyncIterator[tuple[Unit, int]], voice: _Voice, session_id: str
+        self, units: AsyncIterator[tuple[Unit, int]], voice: _Voice, session_id: str,
+        first_seq: int = 0,
     ) -> AsyncIterator[tts_pb2.TtsEvent]:
-        seq = 0
+        seq = first_seq
         samples = 0
         span_start: int | None = None  # unspeakable text joins the next spoken span
         spoken_until = 0

@@ -36,7 +36,15 @@ class Unit:
 
 
 class UnitSplitter:
-    """Cuts a growing text into speakable units as soon as each one is complete."""
+    """Cuts a growing text into speakable units as soon as each one is complete.
+
+    Units grow: the first is cut at a clause mark or after `first_unit_max_words`
+    words, and each next one may hold twice as many words, so every unit is
+    synthesised while the one before it plays; from the fifth on, units are
+    whole sentences (up to `max_unit_chars`), which sound best.
+    """
+
+    GROWING_UNITS = 4
 
     def __init__(self, first_unit_max_words: int, max_unit_chars: int) -> None:
         self._first_words = first_unit_max_words
@@ -68,7 +76,8 @@ class UnitSplitter:
         """End of the next complete unit in the pending text (a mark must be followed by
         whitespace, so "3.5" or "e.g" still growing is not cut)."""
         pending = self.text[self._start :]
-        first = self._units == 0
+        growing = self._units < self.GROWING_UNITS
+        max_words = self._first_words * 2**self._units
         words = 0
         last_space = None
         for m in re.finditer(r"\s+", pending):
@@ -83,7 +92,7 @@ class UnitSplitter:
                 return self._start + m.end()
             if mark in SENTENCE_MARKS and not _NOT_SENTENCE_END.search(before):
                 return self._start + m.end()
-            if first and (mark in CLAUSE_MARKS or words >= self._first_words):
+            if growing and (mark in CLAUSE_MARKS or words >= max_words):
                 return self._start + m.end()
             if i >= self._max_chars:
                 return self._start + m.end()

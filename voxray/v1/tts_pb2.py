@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from voxray.v1 import common_pb2 as voxray_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13voxray/v1/tts.proto\x12\tvoxray.v1\x1a\x16voxray/v1/common.proto\"M\n\x0cVoiceOptions\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x12\n\x05speed\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x10\n\x08language\x18\x03 \x01(\tB\x08\n\x06_speed\"a\n\nTtsRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12\x0c\n\x04text\x18\x02 \x01(\t\x12&\n\x05voice\x18\x03 \x01(\x0b\x32\x17.voxray.v1.VoiceOptions\"\n\n\x08TtsFlush\"\x99\x01\n\x10TtsStreamRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12(\n\x05start\x18\x02 \x01(\x0b\x32\x17.voxray.v1.VoiceOptionsH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12$\n\x05\x66lush\x18\x04 \x01(\x0b\x32\x13.voxray.v1.TtsFlushH\x00\x42\x06\n\x04kind\"j\n\x08TtsAudio\x12$\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x15.voxray.v1.AudioChunk\x12!\n\x04span\x18\x02 \x01(\x0b\x32\x13.voxray.v1.TextSpan\x12\x15\n\rspan_complete\x18\x03 \x01(\x08\";\n\x07TtsDone\x12\x15\n\rtotal_samples\x18\x01 \x01(\x04\x12\x19\n\x11\x63haracters_spoken\x18\x02 \x01(\r\"{\n\x08TtsEvent\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x13.voxray.v1.TtsAudioH\x00\x12\"\n\x04\x64one\x18\x03 \x01(\x0b\x32\x12.voxray.v1.TtsDoneH\x00\x42\x06\n\x04kind2\x8b\x01\n\x03Tts\x12:\n\nSynthesize\x12\x15.voxray.v1.TtsRequest\x1a\x13.voxray.v1.TtsEvent0\x01\x12H\n\x10SynthesizeStream\x12\x1b.voxray.v1.TtsStreamRequest\x1a\x13.voxray.v1.TtsEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13voxray/v1/tts.proto\x12\tvoxray.v1\x1a\x16voxray/v1/common.proto\"M\n\x0cVoiceOptions\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x12\n\x05speed\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x10\n\x08language\x18\x03 \x01(\tB\x08\n\x06_speed\"a\n\nTtsRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12\x0c\n\x04text\x18\x02 \x01(\t\x12&\n\x05voice\x18\x03 \x01(\x0b\x32\x17.voxray.v1.VoiceOptions\"\n\n\x08TtsFlush\"\x99\x01\n\x10TtsStreamRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12(\n\x05start\x18\x02 \x01(\x0b\x32\x17.voxray.v1.VoiceOptionsH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12$\n\x05\x66lush\x18\x04 \x01(\x0b\x32\x13.voxray.v1.TtsFlushH\x00\x42\x06\n\x04kind\"j\n\x08TtsAudio\x12$\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x15.voxray.v1.AudioChunk\x12!\n\x04span\x18\x02 \x01(\x0b\x32\x13.voxray.v1.TextSpan\x12\x15\n\rspan_complete\x18\x03 \x01(\x08\";\n\x07TtsDone\x12\x15\n\rtotal_samples\x18\x01 \x01(\x04\x12\x19\n\x11\x63haracters_spoken\x18\x02 \x01(\r\"-\n\x08TtsReady\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\"\xa1\x01\n\x08TtsEvent\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x13.voxray.v1.TtsAudioH\x00\x12\"\n\x04\x64one\x18\x03 \x01(\x0b\x32\x12.voxray.v1.TtsDoneH\x00\x12$\n\x05ready\x18\x04 \x01(\x0b\x32\x13.voxray.v1.TtsReadyH\x00\x42\x06\n\x04kind2\x8b\x01\n\x03Tts\x12:\n\nSynthesize\x12\x15.voxray.v1.TtsRequest\x1a\x13.voxray.v1.TtsEvent0\x01\x12H\n\x10SynthesizeStream\x12\x1b.voxray.v1.TtsStreamRequest\x1a\x13.voxray.v1.TtsEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,8 +44,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TTSAUDIO']._serialized_end=510
   _globals['_TTSDONE']._serialized_start=512
   _globals['_TTSDONE']._serialized_end=571
-  _globals['_TTSEVENT']._serialized_start=573
-  _globals['_TTSEVENT']._serialized_end=696
-  _globals['_TTS']._serialized_start=699
-  _globals['_TTS']._serialized_end=838
+  _globals['_TTSREADY']._serialized_start=573
+  _globals['_TTSREADY']._serialized_end=618
+  _globals['_TTSEVENT']._serialized_start=621
+  _globals['_TTSEVENT']._serialized_end=782
+  _globals['_TTS']._serialized_start=785
+  _globals['_TTS']._serialized_end=924
 # @@protoc_insertion_point(module_scope)

@@ -60,12 +60,22 @@ class TtsDone(_message.Message):
     characters_spoken: int
     def __init__(self, total_samples: _Optional[int] = ..., characters_spoken: _Optional[int] = ...) -> None: ...
 
+class TtsReady(_message.Message):
+    __slots__ = ("replica_id", "voice")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    voice: str
+    def __init__(self, replica_id: _Optional[str] = ..., voice: _Optional[str] = ...) -> None: ...
+
 class TtsEvent(_message.Message):
-    __slots__ = ("meta", "audio", "done")
+    __slots__ = ("meta", "audio", "done", "ready")
     META_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.Meta
     audio: TtsAudio
     done: TtsDone
-    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., audio: _Optional[_Union[TtsAudio, _Mapping]] = ..., done: _Optional[_Union[TtsDone, _Mapping]] = ...) -> None: ...
+    ready: TtsReady
+    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., audio: _Optional[_Union[TtsAudio, _Mapping]] = ..., done: _Optional[_Union[TtsDone, _Mapping]] = ..., ready: _Optional[_Union[TtsReady, _Mapping]] = ...) -> None: ...

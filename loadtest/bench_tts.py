@@ -1,0 +1,164 @@
+"""TTS benchmark through Serve's gRPC proxy with the CPU profile.
+
+Each simulated caller streams an LLM-like answer into SynthesizeStream, one
+word every 33 ms (about 30 tokens/s), and records:
+  first audio after the first unit's text is complete (the delta that
+  completed it is named by the first audio event's reply_to_seq),
+  first audio after the first delta,
+  real-time factor: the stream's wall time / the audio it produced,
+  gaps: how long a listener who started at the first chunk would wait on
+  later chunks (underruns).
+Run with 1 and 4 concurrent streams.
+
+    python -m loadtest.bench_tts [--rounds 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
+
+ANSWERS = [
+    "Sure. The capital of France is Paris, a city of about two million people.",
+    "The weather tomorrow looks sunny, with a high of twenty two degrees and a light breeze.",
+    "Okay, I booked a table for two at seven tonight. I will send you a reminder an hour before.",
+    "Good question! Light from the sun is scattered by the air, and blue light scatters the most.",
+    "Yes, that works. Your flight now leaves on Tuesday at nine fifteen from gate twelve.",
+    "Of course. I added eggs, bread and butter to your shopping list for this week.",
+    "Hmm, I am not sure. Let me check the schedule and get back to you in a minute.",
+    "Right away. The lights in the kitchen and the living room are now off.",
+]
+WORD_INTERVAL_S = 0.033
+
+
+@dataclass
+class Result:
+    first_unit_to_audio_ms: float
+    first_delta_to_audio_ms: float
+    audio_s: float
+    wall_s: float
+    underrun_ms: float
+
+
+async def one_stream(stub: tts_pb2_grpc.TtsStub, text: str) -> Result:
+    words = text.split(" ")
+    sent_at: dict[int, float] = {}
+    queue: asyncio.Queue[tts_pb2.TtsStreamRequest | None] = asyncio.Queue()
+    queue.put_nowait(tts_pb2.TtsStreamRequest(start=tts_pb2.VoiceOptions()))
+
+    async def requests() -> AsyncIterator[tts_pb2.TtsStreamRequest]:
+        while (r := await queue.get()) is not None:
+            yield r
+
+    async def feed() -> None:
+        for i, w in enumerate(words, start=1):
+            sent_at[i] = time.monotonic()
+            queue.put_nowait(tts_pb2.TtsStreamRequest(meta=common_pb2.Meta(seq=i),
+                                                      text=w + " "))
+            await asyncio.sleep(WORD_INTERVAL_S)
+        queue.put_nowait(None)
+
+    first: tuple[float, int] | None = None
+    play_end = 0.0  # when a listener starting at the first chunk would have heard everything
+    underrun = 0.0
+    samples = 0
+    feeder = None
+    # The stream is opened ahead of the text, as the gateway does; text starts on `ready`.
+    async for ev in stub.SynthesizeStream(requests(), metadata=(("application", "tts"),)):
+        if ev.WhichOneof("kind") == "ready":
+            feeder = asyncio.create_task(feed())
+        if ev.WhichOneof("kind") != "audio":
+            continue
+        now = time.monotonic()
+        if first is None:
+            first = (now, ev.meta.reply_to_seq)
+            play_end = now
+        underrun += max(0.0, now - play_end)
+        n = len(ev.audio.audio.pcm16) // 2
+        play_end = max(play_end, now) + n / 24000
+        samples += n
+    assert feeder is not None and first is not None
+    await feeder
+    return Result((first[0] - sent_at[first[1]]) * 1000, (first[0] - sent_at[1]) * 1000,
+                  samples / 24000, time.monotonic() - sent_at[1], underrun * 1000)
+
+
+async def run(target: str, concurrency: int, rounds: int) -> list[Result]:
+    results: list[Result] = []
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = tts_pb2_grpc.TtsStub(ch)
+        await one_stream(stub, "Warm up.")
+        for r in range(rounds):
+            texts = [ANSWERS[(r * concurrency + i) % len(ANSWERS)] for i in range(concurrency)]
+            results += await asyncio.gather(*(one_stream(stub, t) for t in texts))
+    return results
+
+
+def summary(results: list[Result]) -> dict[str, float]:
+    def pct(xs: list[float], q: float) -> float:
+        return float(np.percentile(np.array(xs), q))
+
+    unit = [r.first_unit_to_audio_ms for r in results]
+    delta = [r.first_delta_to_audio_ms for r in results]
+    return {"streams": len(results), "first_unit_to_audio_p50_ms": pct(unit, 50),
+            "first_unit_to_audio_p95_ms": pct(unit, 95),
+            "first_delta_to_audio_p50_ms": pct(delta, 50),
+            "rtf_p50": pct([r.wall_s / r.audio_s for r in results], 50),
+            "underrun_p50_ms": pct([r.underrun_ms for r in results], 50),
+            "underrun_max_ms": max(r.underrun_ms for r in results)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json")
+    ns = ap.parse_args()
+    from voxray import runtime
+    from voxray.config import load_config
+
+    port = _free_port()
+    config = load_config(profiles=["cpu"], overrides=[{
+        "grpc_options": {"port": port}, "http_options": {"port": _free_port()}}])
+    config.applications = [config.app("tts")]
+    runtime.start(config, num_cpus=4, progress=lambda _: None)
+    out = {}
+    try:
+        for concurrency in (1, 4):
+            rounds = ns.rounds * (2 if concurrency == 1 else 1)
+            results = asyncio.run(run(f"127.0.0.1:{port}", concurrency, rounds))
+            s = summary(results)
+            out[f"concurrency_{concurrency}"] = {"summary": s,
+                                                 "results": [asdict(r) for r in results]}
+            print(f"{concurrency} concurrent: first unit complete -> first audio p50 "
+                  f"{s['first_unit_to_audio_p50_ms']:.0f} ms, p95 "
+                  f"{s['first_unit_to_audio_p95_ms']:.0f} ms; first delta -> audio p50 "
+                  f"{s['first_delta_to_audio_p50_ms']:.0f} ms; wall/audio p50 "
+                  f"{s['rtf_p50']:.2f}; underrun p50 {s['underrun_p50_ms']:.0f} ms, "
+                  f"max {s['underrun_max_ms']:.0f} ms ({s['streams']:.0f} streams)", flush=True)
+    finally:
+        runtime.stop()
+    if ns.json:
+        Path(ns.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
