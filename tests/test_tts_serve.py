@@ -167,3 +167,24 @@ async def test_bad_stream_requests_get_a_clear_status(
                 pass
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert text in (err.value.details() or ""), err.value.details()
+
+
+def test_cli_writes_a_wav_that_reads_back(serve_grpc: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    import wave
+
+    out = tmp_path / "reply.wav"
+    run = subprocess.run([sys.executable, "-m", "voxray.cli", "tts", "It costs $5, thank you.",
+                          "--voice", "bf_emma", "--out", str(out), "--target", serve_grpc],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 24000
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    heard = asyncio.run(transcribe(serve_grpc, pcm))
+    assert wer("It costs five dollars, thank you.", heard) <= 0.25, heard
+    bad = subprocess.run([sys.executable, "-m", "voxray.cli", "tts", "hi", "--voice", "nope",
+                          "--target", serve_grpc], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert bad.returncode == 1 and "unknown voice 'nope'" in bad.stderr

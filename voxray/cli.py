@@ -58,6 +58,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
     if endpoints.metrics:
         print(f"  Prometheus metrics: {endpoints.metrics}")
     print(f"  try: voxray asr --wav tests/data/speech/s01.wav --target {endpoints.grpc}")
+    print(f"       voxray tts 'Hello there!' --out hello.wav --target {endpoints.grpc}")
     print("Ctrl-C stops it.")
     stop = False
 
@@ -79,6 +80,12 @@ def cmd_asr(ns: argparse.Namespace) -> int:
 
     return asyncio.run(stream_file(ns.wav, ns.target, chunk_ms=ns.chunk_ms,
                                    realtime=not ns.fast, tail_s=ns.tail))
+
+
+def cmd_tts(ns: argparse.Namespace) -> int:
+    from gateway.tts_cli import speak
+
+    return asyncio.run(speak(ns.text, ns.target, ns.out, ns.voice, ns.speed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tail", type=float, default=0.3,
                    help="seconds kept after the last voiced sample, before end of utterance")
     p.set_defaults(func=cmd_asr)
+
+    p = sub.add_parser("tts", help="have the TTS app speak a text into a WAV file")
+    p.add_argument("text")
+    p.add_argument("--out", default="tts.wav")
+    p.add_argument("--voice", default="", help="e.g. af_heart, am_michael, bf_emma")
+    p.add_argument("--speed", type=float)
+    p.add_argument("--target", default="127.0.0.1:9000", help="Serve gRPC proxy host:port")
+    p.set_defaults(func=cmd_tts)
 
     ns = ap.parse_args(argv)
     if getattr(ns, "profile", "n/a") is None:

@@ -14,7 +14,8 @@ _SPELLING = {"kilometers": "kilometres", "ok": "okay"}
 
 def normalize(text: str) -> list[str]:
     """Lower-case words without punctuation; small numbers spelt out."""
-    words = re.sub(r"[^\w' ]", " ", text.lower().replace("-", " ")).split()
+    text = re.sub(r"\$(\d+)", r"\1 dollars", text.lower())  # "$5" and "five dollars" agree
+    words = re.sub(r"[^\w' ]", " ", text.replace("-", " ")).split()
     out: list[str] = []
     for w in words:
         w = _SPELLING.get(w, w)
