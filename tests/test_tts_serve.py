@@ -188,3 +188,27 @@ def test_cli_writes_a_wav_that_reads_back(serve_grpc: str, tmp_path) -> None:  #
                           "--target", serve_grpc], capture_output=True, text=True, timeout=60,
                          check=False)
     assert bad.returncode == 1 and "unknown voice 'nope'" in bad.stderr
+
+
+async def test_a_long_text_does_not_starve_a_new_stream(serve_grpc: str) -> None:
+    long_text = " ".join(f"Here is sentence number {i} of a long story." for i in range(12))
+    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+        stub = tts_pb2_grpc.TtsStub(ch)
+        long_call = stub.Synthesize(tts_pb2.TtsRequest(text=long_text), metadata=APP)
+        long_done = asyncio.Event()
+
+        async def drain() -> None:
+            async for _ in long_call:
+                pass
+            long_done.set()
+
+        drainer = asyncio.create_task(drain())
+        await asyncio.sleep(1.0)  # the long text is being spoken
+        t0 = time.monotonic()
+        async for ev in stub.Synthesize(tts_pb2.TtsRequest(text="Hello."), metadata=APP):
+            if ev.WhichOneof("kind") == "audio":
+                waited = time.monotonic() - t0
+                break
+        assert not long_done.is_set() and waited < 3.0, waited  # one unit's wait, not the story
+        long_call.cancel()
+        await asyncio.gather(drainer, return_exceptions=True)
