@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 from ray.serve.grpc_util import RayServegRPCContext
 
 from deployments.errors import StageError
+from voxray.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +38,17 @@ async def relay_with_status(
             grpc_context.set_details(f"{type(e).__name__}: {e}")
         log.exception("stream failed")
         raise
+
+
+class Stamper:
+    """Numbers one stream's events and stamps their Meta."""
+
+    def __init__(self, session_id: str, first_seq: int = 0) -> None:
+        self._session_id = session_id
+        self._seq = first_seq
+
+    def meta(self, reply_to_seq: int) -> common_pb2.Meta:
+        meta = common_pb2.Meta(session_id=self._session_id, seq=self._seq,
+                               sent_unix_ns=time.time_ns(), reply_to_seq=reply_to_seq)
+        self._seq += 1
+        return meta

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 import time
 import uuid
@@ -120,12 +119,6 @@ def summarize(rows: list[Row]) -> dict[str, float]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="base")
@@ -140,16 +133,12 @@ def main() -> int:
               f"WER {r['wer']:.3f}  ({r['utterances']} utterances)")
 
     from voxray import runtime
-    from voxray.config import load_config
 
-    port = _free_port()
-    config = load_config(profiles=["cpu"], overrides=[{
-        "grpc_options": {"port": port}, "http_options": {"port": _free_port()},
-        "applications": {"asr": {"args": {"model": ns.model}}}}])
-    runtime.start(config, num_cpus=4, progress=lambda _: None)
+    endpoints = runtime.start_local_profile(
+        ["asr"], [{"applications": {"asr": {"args": {"model": ns.model}}}}])
     try:
         print("streaming through the Serve gRPC proxy (real time, 100 ms chunks):")
-        rows = asyncio.run(bench_streaming(f"127.0.0.1:{port}", ns.tail))
+        rows = asyncio.run(bench_streaming(endpoints.grpc, ns.tail))
     finally:
         runtime.stop()
     m = summarize(rows)

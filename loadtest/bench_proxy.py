@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -28,15 +27,10 @@ import numpy as np
 import psutil
 
 from loadtest.echo_app import EchoAsr
+from voxray import runtime
 from voxray.v1 import asr_pb2, asr_pb2_grpc, common_pb2
 
 PAYLOAD = bytes(3200)  # 100 ms of 16 kHz PCM16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _request(seq: int) -> asr_pb2.AsrRequest:
@@ -96,12 +90,11 @@ async def run_local(mode: str, messages: int) -> dict[str, float]:
 
 
 async def run_serve(mode: str, messages: int) -> dict[str, float]:
-    from voxray import runtime
     from voxray.config import ServeConfig
 
-    port = _free_port()
+    port = runtime.free_port()
     config = ServeConfig.model_validate({
-        "http_options": {"host": "127.0.0.1", "port": _free_port()},
+        "http_options": {"host": "127.0.0.1", "port": runtime.free_port()},
         "grpc_options": {"port": port, "grpc_servicer_functions": [
             "voxray.v1.asr_pb2_grpc.add_AsrServicer_to_server"]},
         "applications": [{"name": "echo", "route_prefix": "/echo",

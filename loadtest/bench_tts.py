@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -120,30 +119,19 @@ def summary(results: list[Result]) -> dict[str, float]:
             "underrun_max_ms": max(r.underrun_ms for r in results)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     ns = ap.parse_args()
     from voxray import runtime
-    from voxray.config import load_config
 
-    port = _free_port()
-    config = load_config(profiles=["cpu"], overrides=[{
-        "grpc_options": {"port": port}, "http_options": {"port": _free_port()}}])
-    config.applications = [config.app("tts")]
-    runtime.start(config, num_cpus=4, progress=lambda _: None)
+    endpoints = runtime.start_local_profile(["tts"])
     out = {}
     try:
         for concurrency in (1, 4):
             rounds = ns.rounds * (2 if concurrency == 1 else 1)
-            results = asyncio.run(run(f"127.0.0.1:{port}", concurrency, rounds))
+            results = asyncio.run(run(endpoints.grpc, concurrency, rounds))
             s = summary(results)
             out[f"concurrency_{concurrency}"] = {"summary": s,
                                                  "results": [asdict(r) for r in results]}

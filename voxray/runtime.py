@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from voxray.config import ServeConfig, to_serve_schema
 
@@ -72,6 +74,30 @@ def start(
         http=f"http://127.0.0.1:{config.http_options.port}",
         metrics=f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None,
     )
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (two Serve instances must not share 9000)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_local_profile(
+    apps: list[str] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+    **kwargs: Any,
+) -> Endpoints:
+    """The CPU profile (only `apps`, if given) on a local cluster, on free ports."""
+    from voxray.config import load_config
+
+    ports = {"grpc_options": {"port": free_port()}, "http_options": {"port": free_port()}}
+    config = load_config(profiles=["cpu"], overrides=[ports, *(overrides or [])])
+    if apps is not None:
+        config.applications = [config.app(name) for name in apps]
+    kwargs.setdefault("num_cpus", 4)
+    kwargs.setdefault("progress", lambda _: None)
+    return start(config, **kwargs)
 
 
 def wait_running(names: list[str], timeout_s: float, progress: Callable[[str], None]) -> None:

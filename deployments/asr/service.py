@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -17,6 +16,7 @@ from deployments.asr.engine import SAMPLE_RATE, Hypothesis, WhisperEngine
 from deployments.asr.streaming import DecodeJob, StreamingTranscriber, TranscriptUpdate
 from deployments.decode_pool import BACKGROUND, URGENT, DecodePool
 from deployments.errors import StageError, invalid
+from deployments.serving import Stamper
 from voxray.v1 import asr_pb2, common_pb2
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,6 @@ class AsrService:
         self.engine = WhisperEngine(args)
         self.engine.warmup()
         self.pool = DecodePool(args.decode_workers, name="asr-decode")
-        self.active_streams = 0
 
     def _start(self, req: asr_pb2.AsrRequest) -> bool:
         if req.WhichOneof("kind") != "start":
@@ -102,7 +101,6 @@ class AsrService:
         except StopAsyncIteration:
             return
         partials = self._start(first)
-        session_id = first.meta.session_id
         a = self.args
         t = StreamingTranscriber(
             max_utterance_s=a.max_utterance_s,
@@ -116,21 +114,11 @@ class AsrService:
             commit=a.word_timestamps,
         )
         inp = _Input(t, a)
-        seq = 0
-
-        def event(**kw: object) -> asr_pb2.AsrEvent:
-            nonlocal seq
-            meta = common_pb2.Meta(session_id=session_id, seq=seq, sent_unix_ns=time.time_ns(),
-                                   reply_to_seq=int(kw.pop("reply_to_seq", inp.last_seq)))  # type: ignore[call-overload]
-            seq += 1
-            return asr_pb2.AsrEvent(meta=meta, **kw)  # type: ignore[arg-type]
-
-        self.active_streams += 1
+        stamp = Stamper(first.meta.session_id)
         reader = asyncio.create_task(inp.consume(requests))
         try:
-            yield event(ready=asr_pb2.AsrReady(model=self.engine.model_path,
-                                              replica_id=self.replica_id),
-                        reply_to_seq=first.meta.seq)
+            yield asr_pb2.AsrEvent(meta=stamp.meta(first.meta.seq), ready=asr_pb2.AsrReady(
+                model=self.engine.model_path, replica_id=self.replica_id))
             while True:
                 job = t.next_job(inp.last_seq)
                 if job is None:
@@ -147,13 +135,11 @@ class AsrService:
                 hyp = job.reuse.hypothesis if job.reuse else await self._decode(job)
                 update = t.apply(job, hyp, self.engine.is_silence(hyp))
                 if update is not None:
-                    yield event(**_transcript(update), utterance_id=update.utterance_id,
-                                decode_ms=0.0 if job.reuse else hyp.decode_ms,
-                                reply_to_seq=job.reply_to_seq)
+                    yield _event(update, stamp.meta(job.reply_to_seq),
+                                 decode_ms=0.0 if job.reuse else hyp.decode_ms)
                 if reader.done() and reader.exception() is not None:
                     reader.result()
         finally:
-            self.active_streams -= 1
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
@@ -168,7 +154,7 @@ class AsrService:
         return await self.pool.run(URGENT if job.final else BACKGROUND, run)  # type: ignore[no-any-return]
 
 
-def _transcript(u: TranscriptUpdate) -> dict[str, asr_pb2.Transcript]:
+def _event(u: TranscriptUpdate, meta: common_pb2.Meta, decode_ms: float) -> asr_pb2.AsrEvent:
     msg = asr_pb2.Transcript(
         text=u.text,
         stable_text=u.stable_text,
@@ -180,4 +166,6 @@ def _transcript(u: TranscriptUpdate) -> dict[str, asr_pb2.Transcript]:
             for w in u.words
         ],
     )
-    return {"final": msg} if u.final else {"partial": msg}
+    event = asr_pb2.AsrEvent(meta=meta, utterance_id=u.utterance_id, decode_ms=decode_ms)
+    (event.final if u.final else event.partial).CopyFrom(msg)
+    return event

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -19,6 +18,7 @@ import numpy as np
 
 from deployments.decode_pool import BACKGROUND, URGENT, DecodePool
 from deployments.errors import StageError, invalid
+from deployments.serving import Stamper
 from deployments.tts.config import TtsArgs
 from deployments.tts.engine import SAMPLE_RATE, Cancel, KokoroEngine, SynthesisCancelled
 from deployments.tts.text import Unit, UnitSplitter, normalize, speakable
@@ -73,7 +73,7 @@ class TtsService:
             for unit in units:
                 yield unit, request.meta.seq
 
-        async for event in self._speak(source(), voice, request.meta.session_id):
+        async for event in self._speak(source(), voice, Stamper(request.meta.session_id)):
             yield event
 
     async def synthesize_stream(
@@ -108,30 +108,20 @@ class TtsService:
             for unit in splitter.flush():
                 yield unit, first.meta.seq
 
-        yield tts_pb2.TtsEvent(
-            meta=common_pb2.Meta(session_id=first.meta.session_id, sent_unix_ns=time.time_ns(),
-                                 reply_to_seq=first.meta.seq),
-            ready=tts_pb2.TtsReady(replica_id=self.replica_id, voice=voice.voice))
-        async for event in self._speak(units(), voice, first.meta.session_id, first_seq=1):
+        stamp = Stamper(first.meta.session_id)
+        yield tts_pb2.TtsEvent(meta=stamp.meta(first.meta.seq), ready=tts_pb2.TtsReady(
+            replica_id=self.replica_id, voice=voice.voice))
+        async for event in self._speak(units(), voice, stamp):
             yield event
 
     async def _speak(
-        self, units: AsyncIterator[tuple[Unit, int]], voice: _Voice, session_id: str,
-        first_seq: int = 0,
+        self, units: AsyncIterator[tuple[Unit, int]], voice: _Voice, stamp: Stamper
     ) -> AsyncIterator[tts_pb2.TtsEvent]:
-        seq = first_seq
         samples = 0
         span_start: int | None = None  # unspeakable text joins the next spoken span
         spoken_until = 0
         first = True
         step = SAMPLE_RATE * self.args.max_message_ms // 1000
-
-        def event(reply_to: int, **kw: object) -> tts_pb2.TtsEvent:
-            nonlocal seq
-            meta = common_pb2.Meta(session_id=session_id, seq=seq, sent_unix_ns=time.time_ns(),
-                                   reply_to_seq=reply_to)
-            seq += 1
-            return tts_pb2.TtsEvent(meta=meta, **kw)  # type: ignore[arg-type]
 
         last_seq = 0
         async for unit, reply_to in units:
@@ -151,11 +141,11 @@ class TtsService:
                 chunk = common_pb2.AudioChunk(pcm16=piece.tobytes(), sample_rate=SAMPLE_RATE,
                                               start_sample=samples)
                 samples += len(piece)
-                yield event(reply_to, audio=tts_pb2.TtsAudio(
+                yield tts_pb2.TtsEvent(meta=stamp.meta(reply_to), audio=tts_pb2.TtsAudio(
                     audio=chunk, span=span, span_complete=i + step >= len(pcm)))
             spoken_until = unit.end
-        yield event(last_seq, done=tts_pb2.TtsDone(total_samples=samples,
-                                                   characters_spoken=spoken_until))
+        yield tts_pb2.TtsEvent(meta=stamp.meta(last_seq), done=tts_pb2.TtsDone(
+            total_samples=samples, characters_spoken=spoken_until))
 
     async def _synthesize(self, words: str, voice: _Voice, priority: int) -> np.ndarray:
         cancel = Cancel()
