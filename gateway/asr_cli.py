@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import av
 import grpc
 import numpy as np
 
@@ -120,7 +121,11 @@ async def pump(stream: AsrStream, events: asyncio.Queue[asr_pb2.AsrEvent | BaseE
 
 async def stream_file(path: str, target: str, *, chunk_ms: int, realtime: bool,
                       tail_s: float) -> int:
-    pcm = read_audio(path, SAMPLE_RATE)
+    try:
+        pcm = read_audio(path, SAMPLE_RATE)
+    except (OSError, ValueError, av.error.FFmpegError) as e:
+        print(f"voxray asr: cannot read audio from {path}: {e}", file=sys.stderr)
+        return 2
     end = min(len(pcm), last_voiced_sample(pcm) + int(tail_s * SAMPLE_RATE))
     pcm = pcm[:end]
     async with grpc.aio.insecure_channel(target) as channel:
