@@ -31,6 +31,7 @@ class _Input:
         self.wake = asyncio.Event()
         self.last_seq = 0
         self.finished = False
+        self.cancelled = False  # the caller went away (not a half-close)
 
     async def consume(self, requests: AsyncIterator[asr_pb2.AsrRequest]) -> None:
         max_bytes = 2 * SAMPLE_RATE * self.args.max_chunk_ms // 1000
@@ -54,6 +55,7 @@ class _Input:
                 self.wake.set()
         finally:
             self.finished = True
+            self.cancelled = bool(getattr(requests, "is_cancelled", lambda: False)())
             self.wake.set()
 
     def _audio(self, chunk: common_pb2.AudioChunk, max_bytes: int) -> None:
@@ -124,7 +126,7 @@ class AsrService:
                 if job is None:
                     if reader.done():
                         reader.result()  # re-raise a StageError from the input side
-                        if t.has_open_audio:
+                        if t.has_open_audio and not inp.cancelled:
                             # Nothing said is dropped: a half-close finalizes open speech.
                             t.end_utterance(t.open.utterance_id, inp.last_seq)
                             continue
