@@ -40,10 +40,6 @@ class DecodePool:
         self._queue.put_nowait((priority, next(self._counter), fn, fut))
         return await fut
 
-    @property
-    def queued(self) -> int:
-        return self._queue.qsize() if self._loop else 0
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -58,8 +54,3 @@ class DecodePool:
             else:
                 if not fut.done():
                     fut.set_result(result)
-
-    def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
