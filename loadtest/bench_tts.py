@@ -8,7 +8,8 @@ word every 33 ms (about 30 tokens/s), and records:
   real-time factor: the stream's wall time / the audio it produced,
   gaps: how long a listener who started at the first chunk would wait on
   later chunks (underruns).
-Run with 1 and 4 concurrent streams.
+Run with 1 and 4 concurrent streams. First, the engine alone (no Ray) on
+first units of one to three words, the floor under every figure above.
 
     python -m loadtest.bench_tts [--rounds 3] [--json out.json]
 """
@@ -119,6 +120,23 @@ def summary(results: list[Result]) -> dict[str, float]:
             "underrun_max_ms": max(r.underrun_ms for r in results)}
 
 
+def bench_engine() -> dict[str, float]:
+    from deployments.tts.config import TtsArgs
+    from deployments.tts.engine import KokoroEngine
+
+    engine = KokoroEngine(TtsArgs())
+    engine.warmup()
+    out = {}
+    for text in ("Sure.", "The capital", "Okay, here is"):
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            engine.synthesize(text, "af_heart", 1.0, "en-us")
+            times.append((time.perf_counter() - t0) * 1000)
+        out[text] = float(np.median(times))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -126,8 +144,10 @@ def main() -> int:
     ns = ap.parse_args()
     from voxray import runtime
 
+    out: dict[str, object] = {"engine_ms": bench_engine()}
+    print("engine alone, median of 5: " + ", ".join(
+        f"{text!r} {ms:.0f} ms" for text, ms in out["engine_ms"].items()), flush=True)  # type: ignore[attr-defined]
     endpoints = runtime.start_local_profile(["tts"])
-    out = {}
     try:
         for concurrency in (1, 4):
             rounds = ns.rounds * (2 if concurrency == 1 else 1)
