@@ -209,6 +209,7 @@ async def test_a_long_text_does_not_starve_a_new_stream(serve_grpc: str) -> None
             if ev.WhichOneof("kind") == "audio":
                 waited = time.monotonic() - t0
                 break
-        assert not long_done.is_set() and waited < 3.0, waited  # one unit's wait, not the story
+        # at most one unit of the story (up to 16 words) plus its own: far less than the story
+        assert not long_done.is_set() and waited < 4.5, waited
         long_call.cancel()
         await asyncio.gather(drainer, return_exceptions=True)
