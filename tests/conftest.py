@@ -25,3 +25,9 @@ def serve_app() -> Iterator[runtime.Endpoints]:
 def serve_grpc(serve_app: runtime.Endpoints) -> str:
     """The Serve gRPC proxy's address."""
     return serve_app.grpc
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run tests that start their own Ray cluster first, before `serve_app` starts the
+    shared one: two clusters side by side on a 2-core box left a replica deploying."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("own_cluster") else 1)

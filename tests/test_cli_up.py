@@ -15,7 +15,7 @@ import pytest
 from voxray.runtime import free_port
 from voxray.wer import wer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
 
 
 def test_up_serves_the_clients_and_stops_on_ctrl_c(tmp_path: Path) -> None:

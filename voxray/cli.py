@@ -88,6 +88,13 @@ def cmd_tts(ns: argparse.Namespace) -> int:
     return asyncio.run(speak(ns.text, ns.target, ns.out, ns.voice, ns.speed))
 
 
+def _chunk_ms(value: str) -> int:
+    ms = int(value)
+    if not 20 <= ms <= 1000:
+        raise argparse.ArgumentTypeError(f"{ms} is outside 20..1000")
+    return ms
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(prog="voxray", description="Realtime voice agents on Ray Serve")
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("asr", help="stream an audio file to the ASR app, print transcripts")
     p.add_argument("--wav", required=True, help="any audio file PyAV can decode")
     p.add_argument("--target", default="127.0.0.1:9000", help="Serve gRPC proxy host:port")
-    p.add_argument("--chunk-ms", type=int, default=100)
+    p.add_argument("--chunk-ms", type=_chunk_ms, default=100,
+                   help="audio per message, 20..1000 (default 100)")
     p.add_argument("--fast", action="store_true", help="send as fast as possible, not real time")
     p.add_argument("--tail", type=float, default=0.3,
                    help="seconds kept after the last voiced sample, before end of utterance")

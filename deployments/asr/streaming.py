@@ -115,12 +115,10 @@ def _frame_rms(pcm: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(padded.reshape(n, FRAME) ** 2, axis=1))
 
 
-def _loud_until(pcm: np.ndarray, rms: float) -> int:
-    """End (in samples) of the last 10 ms frame of pcm at or above `rms`; 0 if none."""
-    if len(pcm) == 0:
-        return 0
-    loud = np.nonzero(_frame_rms(pcm) >= rms)[0]
-    return min(len(pcm), int(loud[-1] + 1) * FRAME) if len(loud) else 0
+def _loud_until(frames: np.ndarray, n_samples: int, rms: float) -> int:
+    """End (in samples) of the last 10 ms frame at or above `rms`; 0 if none."""
+    loud = np.nonzero(frames >= rms)[0]
+    return min(n_samples, int(loud[-1] + 1) * FRAME) if len(loud) else 0
 
 
 class NoiseFloor:
@@ -140,10 +138,11 @@ class NoiseFloor:
         self._quiet_rms = quiet_rms
         self._floor = quiet_rms / self.MARGIN
 
-    def threshold(self, pcm: np.ndarray) -> float:
-        if len(pcm):
-            level = float(np.percentile(_frame_rms(pcm), 10))
-            rise = self.RISE_PER_SECOND ** (len(pcm) / SAMPLE_RATE)
+    def threshold(self, frames: np.ndarray, n_samples: int) -> float:
+        """Update with a chunk's 10 ms frame levels; the quiet threshold to judge it by."""
+        if len(frames):
+            level = float(np.percentile(frames, 10))
+            rise = self.RISE_PER_SECOND ** (n_samples / SAMPLE_RATE)
             self._floor = min(level, self._floor * rise)
         return max(self._quiet_rms, self._floor * self.MARGIN)
 
@@ -219,7 +218,8 @@ class StreamingTranscriber:
         u.tail.append(pcm)
         u.tail_len += len(pcm)
         self._stream_samples += len(pcm)
-        loud = _loud_until(pcm, self._noise.threshold(pcm))
+        frames = _frame_rms(pcm) if len(pcm) else np.zeros(0, np.float32)
+        loud = _loud_until(frames, len(pcm), self._noise.threshold(frames, len(pcm)))
         if loud:
             u.last_voiced = start + loud
             self._voiced_since_decode += len(pcm)
