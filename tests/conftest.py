@@ -29,5 +29,5 @@ def serve_grpc(serve_app: runtime.Endpoints) -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run tests that start their own Ray cluster first, before `serve_app` starts the
-    shared one: two clusters side by side on a 2-core box left a replica deploying."""
+    shared one, so two clusters never share the 2 cores."""
     items.sort(key=lambda item: 0 if item.get_closest_marker("own_cluster") else 1)

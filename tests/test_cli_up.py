@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,13 +25,16 @@ def test_up_serves_the_clients_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     up = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
+    # A thread drains the pipe: select() on its fd misses lines that readline()
+    # already pulled into Python's buffer.
+    reader = threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
     try:
-        assert up.stdout is not None
         deadline = time.monotonic() + 240
-        while not any(line.startswith("voxray is up") for line in lines):
+        while not any(line.startswith("voxray is up") for line in list(lines)):
             assert up.poll() is None and time.monotonic() < deadline, "".join(lines)
-            if select.select([up.stdout], [], [], 1.0)[0]:
-                lines.append(up.stdout.readline())
+            time.sleep(0.5)
         assert any("asr: RUNNING" in line for line in lines)
         target = f"127.0.0.1:{grpc_port}"
         wav = tmp_path / "reply.wav"
