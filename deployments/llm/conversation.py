@@ -1,0 +1,121 @@
+"""Check a conversation and fit it into the model's context window.
+
+No engine here: the token counter is passed in, so this is tested alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from deployments.errors import StageError, invalid
+from deployments.llm.config import LlmArgs
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int | None
+    stop: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FittedConversation:
+    messages: list[Message]
+    # Oldest turns left out so the prompt and max_tokens fit the context.
+    dropped: int
+
+
+def check_messages(messages: Sequence[Message], args: LlmArgs) -> list[Message]:
+    """Validate roles and sizes; put the system prompt first. Raises StageError."""
+    if not messages:
+        raise invalid("messages is empty: send at least one user message")
+    if len(messages) > args.max_messages:
+        raise invalid(f"{len(messages)} messages; at most {args.max_messages}")
+    for i, m in enumerate(messages):
+        if m.role not in ROLES:
+            raise invalid(f"messages[{i}].role {m.role!r} is not one of {', '.join(ROLES)}")
+        if m.role == "system" and i > 0:
+            raise invalid(f"messages[{i}]: a system message may only come first")
+        if len(m.content) > args.max_message_chars:
+            raise invalid(f"messages[{i}].content has {len(m.content)} characters; "
+                          f"at most {args.max_message_chars}")
+    if messages[-1].role != "user":
+        raise invalid(f"the last message must be the user's, not {messages[-1].role!r}")
+    if not messages[-1].content.strip():
+        raise invalid("the last user message is empty")
+    turns = list(messages)
+    if turns[0].role == "system":
+        if not args.allow_client_system_prompt:
+            raise invalid("this deployment does not accept a client system prompt")
+        return turns
+    return ([Message("system", args.system_prompt)] if args.system_prompt else []) + turns
+
+
+def fit_context(
+    messages: list[Message], count_tokens: Callable[[list[Message]], int],
+    budget: int,
+) -> FittedConversation:
+    """Drop the oldest whole turns until the prompt takes at most `budget` tokens.
+
+    A turn starts at a user message, so the history stays user/assistant
+    alternating; the system prompt and the last user message always stay.
+    """
+    head = messages[:1] if messages[0].role == "system" else []
+    body = messages[len(head):]
+    if count_tokens(messages) <= budget:
+        return FittedConversation(messages, 0)
+    starts = [i for i, m in enumerate(body) if m.role == "user" and i > 0]
+    # Binary search the earliest turn start that fits: fewer dropped is better.
+    lo, hi = 0, len(starts) - 1
+    best: int | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if count_tokens(head + body[starts[mid]:]) <= budget:
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        need = count_tokens(head + body[-1:])
+        raise StageError(grpc.StatusCode.OUT_OF_RANGE,
+                         f"the system prompt and last message take {need} tokens; "
+                         f"with max_tokens the context leaves room for {budget}")
+    return FittedConversation(head + body[starts[best]:], starts[best])
+
+
+def sampling_for(args: LlmArgs, temperature: float | None, top_p: float | None,
+                 max_tokens: int | None, seed: int | None,
+                 stop: Sequence[str]) -> Sampling:
+    """The configured sampling with a request's overrides, range-checked."""
+    d = args.sampling
+    t = d.temperature if temperature is None else temperature
+    p = d.top_p if top_p is None else top_p
+    n = d.max_tokens if max_tokens is None else max_tokens
+    if not (math.isfinite(t) and 0.0 <= t <= 2.0):
+        raise invalid(f"sampling.temperature {t:g} is outside 0-2")
+    if not (math.isfinite(p) and 0.0 < p <= 1.0):
+        raise invalid(f"sampling.top_p {p:g} is outside (0, 1]")
+    if not 1 <= n <= args.max_tokens_limit:
+        raise StageError(grpc.StatusCode.OUT_OF_RANGE,
+                         f"sampling.max_tokens {n} is outside 1-{args.max_tokens_limit}")
+    if len(stop) > args.max_stop_strings:
+        raise invalid(f"{len(stop)} stop strings; at most {args.max_stop_strings}")
+    if any(not s or len(s) > 64 for s in stop):
+        raise invalid("each stop string must have 1-64 characters")
+    return Sampling(t, p, n, seed, tuple(stop))

@@ -1,0 +1,165 @@
+"""vLLM's async engine (AsyncLLM) behind a small streaming interface; no Ray here.
+
+One engine serves many conversations at once (continuous batching); each
+call of `stream` is one engine request, aborted when its consumer stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deployments.llm.config import LlmArgs
+from deployments.llm.conversation import Message, Sampling
+from voxray.paths import models_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
+
+
+def model_path(args: LlmArgs) -> str:
+    if args.model:
+        return args.model
+    path = models_dir() / DEFAULT_MODEL_DIR
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no model; run `voxray models prepare`")
+    return str(path)
+
+
+@dataclass
+class Chunk:
+    text: str
+    token_count: int
+    # Set on the last chunk only.
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+
+class EngineCounters:
+    """What the engine core reports each step (a vLLM stat logger).
+
+    Tests and metrics read it to see that an aborted request really stopped
+    using the engine, not only that its client stopped reading.
+    """
+
+    def __init__(self) -> None:
+        self.generation_tokens = 0
+        self.running = 0
+        self.waiting = 0
+        self.steps = 0
+
+    def factory(self) -> Any:
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        counters = self
+
+        class _Logger(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats: Any, iteration_stats: Any,
+                       mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+                counters.steps += 1
+                if scheduler_stats is not None:
+                    counters.running = scheduler_stats.num_running_reqs
+                    counters.waiting = scheduler_stats.num_waiting_reqs
+                if iteration_stats is not None:
+                    counters.generation_tokens += iteration_stats.num_generation_tokens
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return _Logger
+
+
+class VllmEngine:
+    def __init__(self, args: LlmArgs, ray_metrics: bool = False) -> None:
+        """ray_metrics: export vLLM's own metrics (TTFT, tokens, prefix-cache hits)
+        through Ray's Prometheus endpoint, as ray.serve.llm does; needs Ray."""
+        from transformers import AutoTokenizer
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.args = args
+        path = model_path(args)
+        if args.device == "cpu":
+            # GiB of KV cache; unset, vLLM on CPU reserves most of the RAM.
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(args.kv_cache_gib)
+        kwargs: dict[str, Any] = {
+            "model": path, "served_model_name": [args.served_model_name], "dtype": args.dtype,
+            "max_model_len": args.max_model_len,
+            "tensor_parallel_size": args.tensor_parallel_size,
+            "enforce_eager": args.enforce_eager,
+            "enable_prefix_caching": args.enable_prefix_caching,
+            "max_num_seqs": args.max_num_seqs, "disable_log_stats": False,
+        }
+        if args.device == "cuda":
+            kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
+        engine_args = AsyncEngineArgs(**(kwargs | args.engine_kwargs))
+        self.counters = EngineCounters()
+        t0 = time.monotonic()
+        loggers = [self.counters.factory()]
+        if ray_metrics:
+            from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+            loggers.append(RayPrometheusStatLogger)
+        self.engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=loggers)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        log.info("vLLM engine for %s ready in %.1f s", Path(path).name, time.monotonic() - t0)
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return len(self.prompt_ids(messages))
+
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def stream(self, prompt_ids: list[int], sampling: Sampling,
+                     request_id: str = "") -> AsyncIterator[Chunk]:
+        """Generate; stopping iteration (or cancelling) aborts the engine request."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        request_id = request_id or uuid.uuid4().hex
+        d = self.args.sampling
+        params = SamplingParams(
+            max_tokens=sampling.max_tokens, temperature=sampling.temperature,
+            top_p=sampling.top_p, top_k=d.top_k, repetition_penalty=d.repetition_penalty,
+            seed=sampling.seed, stop=list(sampling.stop) or None,
+            output_kind=RequestOutputKind.DELTA)
+        (prompt,) = await self.engine.renderer.render_cmpl_async(
+            [TokensPrompt(prompt_token_ids=prompt_ids)])
+        finished = False
+        try:
+            async for out in self.engine.generate(prompt, params, request_id=request_id):
+                completion = out.outputs[0]
+                finished = out.finished
+                yield Chunk(
+                    text=completion.text, token_count=len(completion.token_ids),
+                    finish_reason=(completion.finish_reason or "stop") if finished else None,
+                    prompt_tokens=len(prompt_ids),
+                    cached_prompt_tokens=out.num_cached_tokens or 0)
+        finally:
+            if not finished:
+                # generate() aborts when cancelled, but not when its consumer
+                # just stops iterating; abort here covers both.
+                await asyncio.shield(self.engine.abort(request_id))
+
+    def unfinished_requests(self) -> int:
+        return int(self.engine.get_num_unfinished_requests())
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()

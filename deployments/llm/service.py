@@ -1,0 +1,85 @@
+"""The LLM protocol: a conversation in, text deltas out, one engine request per call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from deployments.llm.config import LlmArgs
+from deployments.llm.conversation import (
+    FittedConversation,
+    Message,
+    Sampling,
+    check_messages,
+    fit_context,
+    sampling_for,
+)
+from deployments.llm.engine import Chunk, VllmEngine
+from deployments.serving import Stamper
+from voxray.v1 import llm_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    prompt_ids: list[int]
+    sampling: Sampling
+    dropped: int
+
+
+class LlmService:
+    def __init__(self, args: LlmArgs, engine: VllmEngine) -> None:
+        self.args = args
+        self.engine = engine
+
+    async def prepare(self, messages: list[Message], sampling: Sampling) -> Prepared:
+        """Check, fit into the context and tokenize (off the event loop)."""
+        turns = check_messages(messages, self.args)
+        budget = self.args.max_model_len - sampling.max_tokens
+
+        def work() -> tuple[FittedConversation, list[int]]:
+            fitted = fit_context(turns, self.engine.count_tokens, budget)
+            return fitted, self.engine.prompt_ids(fitted.messages)
+
+        fitted, ids = await asyncio.to_thread(work)
+        if fitted.dropped:
+            log.info("dropped %d oldest messages to fit %d tokens", fitted.dropped, budget)
+        return Prepared(ids, sampling, fitted.dropped)
+
+    def sampling(self, o: llm_pb2.SamplingOverrides) -> Sampling:
+        return sampling_for(
+            self.args,
+            temperature=o.temperature if o.HasField("temperature") else None,
+            top_p=o.top_p if o.HasField("top_p") else None,
+            max_tokens=o.max_tokens if o.HasField("max_tokens") else None,
+            seed=o.seed if o.HasField("seed") else None,
+            stop=list(o.stop))
+
+    async def generate(self, request: llm_pb2.LlmRequest) -> AsyncIterator[llm_pb2.LlmEvent]:
+        t0 = time.monotonic()
+        stamp = Stamper(request.meta.session_id or request.conversation_id)
+        reply_to = request.meta.seq
+        messages = [Message(m.role, m.content) for m in request.messages]
+        prepared = await self.prepare(messages, self.sampling(request.sampling))
+        request_id = f"{request.conversation_id or 'anon'}-{uuid.uuid4().hex[:12]}"
+        ttft_ms = 0.0
+        tokens = 0
+        last: Chunk | None = None
+        async for chunk in self.engine.stream(prepared.prompt_ids, prepared.sampling, request_id):
+            last = chunk
+            tokens += chunk.token_count
+            if chunk.text:
+                if not ttft_ms:
+                    ttft_ms = (time.monotonic() - t0) * 1000
+                yield llm_pb2.LlmEvent(meta=stamp.meta(reply_to), delta=llm_pb2.TextDelta(
+                    text=chunk.text, token_count=chunk.token_count))
+        assert last is not None and last.finish_reason is not None
+        yield llm_pb2.LlmEvent(meta=stamp.meta(reply_to), done=llm_pb2.LlmDone(
+            finish_reason=last.finish_reason, prompt_tokens=last.prompt_tokens,
+            completion_tokens=tokens, cached_prompt_tokens=last.cached_prompt_tokens,
+            dropped_messages=prepared.dropped, ttft_ms=ttft_ms))

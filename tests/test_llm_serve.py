@@ -1,0 +1,155 @@
+"""The LLM app on a local Ray cluster: real vLLM (CPU) through Serve's gRPC proxy,
+two replicas behind the consistent-hash router."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from openai import AsyncOpenAI
+from ray import serve
+
+from gateway.llm_client import generate, llm_request, reply_text
+from voxray import runtime
+
+pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
+
+# A long system prompt makes the history span several KV blocks, so cache hits show.
+SYSTEM = ("You are a helpful travel assistant for a small tourist office. " * 30).strip()
+
+
+@pytest.fixture(scope="module")
+def llm_app() -> Iterator[runtime.Endpoints]:
+    two = {"num_replicas": 2, "autoscaling_config": None}
+    try:
+        yield runtime.start_local_profile(
+            apps=["llm"], overrides=[{"applications": {"llm": {"deployments": {
+                "LlmDeployment": two}}}}], timeout_s=400)
+    finally:
+        runtime.stop()
+
+
+async def engine_state(conversation_id: str) -> dict[str, int]:
+    """The state of the replica that conversation routes to (same hash ring)."""
+    handle = serve.get_deployment_handle("LlmDeployment", app_name="llm")
+    return await handle.options(session_id=conversation_id).engine_state.remote()  # type: ignore[no-any-return]
+
+
+async def test_streams_tokens_from_the_real_engine(llm_app: runtime.Endpoints) -> None:
+    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+        call = generate(ch, llm_request("c-paris", [("user", "What is the capital of France?")],
+                                        temperature=0.0, max_tokens=30))
+        deltas = []
+        async for event in call:
+            deltas.append(event)
+        *text, done = deltas
+        assert len(text) >= 3 and all(e.WhichOneof("kind") == "delta" for e in text)
+        assert "Paris" in "".join(e.delta.text for e in text)
+        assert done.done.finish_reason in ("stop", "length")
+        in_deltas = sum(e.delta.token_count for e in text)
+        assert in_deltas <= done.done.completion_tokens <= in_deltas + 1  # + the silent EOS
+        assert 0 < done.done.ttft_ms < 5000 and done.done.prompt_tokens > 10
+        assert [e.meta.seq for e in deltas] == list(range(len(deltas)))
+
+
+async def test_cancel_aborts_the_engine_request(llm_app: runtime.Endpoints) -> None:
+    cid = "c-cancel"
+    before = (await engine_state(cid))["generation_tokens"]
+    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+        call = generate(ch, llm_request(cid, [("user", "Tell me a very long story about a "
+                                                       "dragon and a knight.")],
+                                        temperature=0.8, max_tokens=1000))
+        got = 0
+        async for event in call:
+            got += event.WhichOneof("kind") == "delta"
+            if got == 3:
+                break
+        assert (await engine_state(cid))["unfinished"] == 1  # still generating while we read nothing
+        call.cancel()
+    deadline = time.monotonic() + 3
+    while (state := await engine_state(cid))["unfinished"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert state["unfinished"] == 0, state
+    await asyncio.sleep(1.0)  # at ~30 tok/s a still-running request would add ~30 tokens
+    after = (await engine_state(cid))
+    assert after["generation_tokens"] == state["generation_tokens"], (state, after)
+    assert after["running"] == 0
+    assert 3 <= after["generation_tokens"] - before < 100  # far from max_tokens=1000
+
+
+async def conversation(ch: grpc.aio.Channel, cid: str, turns: int,
+                       affinity: bool = True) -> list[tuple[int, int]]:
+    """(prompt_tokens, cached_prompt_tokens) of each turn."""
+    history: list[tuple[str, str]] = [("system", SYSTEM)]
+    out = []
+    for i in range(turns):
+        history.append(("user", f"Question {i + 1}: name one thing to see in city number {i}."))
+        text, done = await reply_text(generate(
+            ch, llm_request(cid, history, seq=i, temperature=0.0, max_tokens=24), affinity))
+        history.append(("assistant", text))
+        out.append((done.prompt_tokens, done.cached_prompt_tokens))
+    return out
+
+
+async def test_a_conversation_stays_on_one_replica_and_hits_the_prefix_cache(
+        llm_app: runtime.Endpoints) -> None:
+    handle = serve.get_deployment_handle("LlmDeployment", app_name="llm")
+    replicas = {await handle.options(session_id=f"spread-{i}").replica_id.remote()
+                for i in range(12)}
+    assert len(replicas) == 2  # sessions spread over both replicas
+    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+        for cid in ("c-affine-1", "c-affine-2"):
+            turns = await conversation(ch, cid, 5)
+            for (prev_prompt, _), (_, cached) in zip(turns, turns[1:], strict=False):
+                # all of the previous prompt but its last, partly filled KV block
+                assert cached >= prev_prompt - 128, (cid, turns)
+
+
+async def test_bad_requests_get_clear_statuses_and_the_replica_keeps_serving(
+        llm_app: runtime.Endpoints) -> None:
+    cases = [
+        ([], {}, grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+        ([("robot", "hi")], {}, grpc.StatusCode.INVALID_ARGUMENT, "role 'robot'"),
+        ([("user", "hi")], {"temperature": 50.0}, grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        ([("user", "hi")], {"top_p": float("nan")}, grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+        ([("user", "hi")], {"max_tokens": 100_000}, grpc.StatusCode.OUT_OF_RANGE, "max_tokens"),
+        ([("user", "word " * 3000)], {}, grpc.StatusCode.OUT_OF_RANGE, "tokens"),
+    ]
+    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+        for messages, sampling, code, needle in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await reply_text(generate(ch, llm_request("c-bad", messages, **sampling)))
+            assert e.value.code() == code and needle in (e.value.details() or ""), e.value
+        # Too long a history: the oldest turns go, the system prompt stays, and we are told.
+        history = [("system", "Answer in one word.")]
+        for i in range(40):
+            history += [("user", f"Tell me about topic {i}. " + "blah " * 40),
+                        ("assistant", "Okay. " + "blah " * 40)]
+        history.append(("user", "What is two plus two?"))
+        text, done = await reply_text(generate(ch, llm_request("c-bad", history,
+                                                               temperature=0.0, max_tokens=8)))
+        assert done.dropped_messages > 0 and done.dropped_messages % 2 == 0
+        assert done.prompt_tokens + 8 <= 2048 and text
+
+
+async def test_openai_compatible_http_api(llm_app: runtime.Endpoints) -> None:
+    client = AsyncOpenAI(base_url=f"{llm_app.http}/llm/v1", api_key="unused")
+    models = await client.models.list()
+    assert [m.id for m in models.data] == ["voxray-llm"]
+    reply = await client.chat.completions.create(
+        model="voxray-llm", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        temperature=0, max_tokens=20)
+    assert "Paris" in (reply.choices[0].message.content or "")
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    stream = await client.chat.completions.create(
+        model="voxray-llm", messages=[{"role": "user", "content": "Count from one to five."}],
+        temperature=0, max_tokens=20, stream=True)
+    pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    assert len(pieces) > 3 and "".join(pieces).strip()
+    with pytest.raises(Exception, match="role 'robot'"):
+        await client.chat.completions.create(
+            model="voxray-llm", messages=[{"role": "robot", "content": "hi"}])  # type: ignore[list-item,misc]
+    await client.close()
