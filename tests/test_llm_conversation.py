@@ -53,7 +53,8 @@ def test_fits_by_dropping_the_oldest_whole_turns() -> None:
     budget = words(msgs) - 20  # one turn too many
     fitted = fit_context(msgs, words, budget)
     assert fitted.dropped == 2
-    assert fitted.messages[0].role == "system" and fitted.messages[1].content.startswith("question 1")
+    assert fitted.messages[0].role == "system"
+    assert fitted.messages[1].content.startswith("question 1")
     assert words(fitted.messages) <= budget
     tight = fit_context(msgs, words, 12)
     assert [m.content for m in tight.messages] == ["Be brief.", "last question"]

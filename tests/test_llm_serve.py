@@ -67,10 +67,11 @@ async def test_cancel_aborts_the_engine_request(llm_app: runtime.Endpoints) -> N
             got += event.WhichOneof("kind") == "delta"
             if got == 3:
                 break
-        assert (await engine_state(cid))["unfinished"] == 1  # still generating while we read nothing
+        # still generating while we read nothing
+        assert (await engine_state(cid))["unfinished"] == 1
         call.cancel()
     deadline = time.monotonic() + 3
-    while (state := await engine_state(cid))["unfinished"] and time.monotonic() < deadline:
+    while (state := await engine_state(cid))["unfinished"] and time.monotonic() < deadline:  # noqa: ASYNC110 - polling another process
         await asyncio.sleep(0.05)
     assert state["unfinished"] == 0, state
     await asyncio.sleep(1.0)  # at ~30 tok/s a still-running request would add ~30 tokens
@@ -140,8 +141,8 @@ async def test_openai_compatible_http_api(llm_app: runtime.Endpoints) -> None:
     models = await client.models.list()
     assert [m.id for m in models.data] == ["voxray-llm"]
     reply = await client.chat.completions.create(
-        model="voxray-llm", messages=[{"role": "user", "content": "What is the capital of France?"}],
-        temperature=0, max_tokens=20)
+        model="voxray-llm", temperature=0, max_tokens=20,
+        messages=[{"role": "user", "content": "What is the capital of France?"}])
     assert "Paris" in (reply.choices[0].message.content or "")
     assert reply.usage is not None and reply.usage.completion_tokens > 0
     stream = await client.chat.completions.create(

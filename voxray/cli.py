@@ -59,6 +59,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
         print(f"  Prometheus metrics: {endpoints.metrics}")
     print(f"  try: voxray asr --wav tests/data/speech/s01.wav --target {endpoints.grpc}")
     print(f"       voxray tts 'Hello there!' --out hello.wav --target {endpoints.grpc}")
+    print(f"       voxray llm 'Why is the sky blue?' --target {endpoints.grpc}")
+    print(f"  OpenAI-compatible LLM API: {endpoints.http}/llm/v1")
     print("Ctrl-C stops it.")
     stop = False
 
@@ -86,6 +88,12 @@ def cmd_tts(ns: argparse.Namespace) -> int:
     from gateway.tts_cli import speak
 
     return asyncio.run(speak(ns.text, ns.target, ns.out, ns.voice, ns.speed))
+
+
+def cmd_llm(ns: argparse.Namespace) -> int:
+    from gateway.llm_cli import chat
+
+    return asyncio.run(chat(ns.prompt, ns.target, ns.conversation, ns.max_tokens))
 
 
 def _chunk_ms(value: str) -> int:
@@ -144,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float)
     p.add_argument("--target", default="127.0.0.1:9000", help="Serve gRPC proxy host:port")
     p.set_defaults(func=cmd_tts)
+
+    p = sub.add_parser("llm", help="ask the LLM app something, print the streamed answer")
+    p.add_argument("prompt")
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--conversation", default="cli", help="conversation id (replica affinity)")
+    p.add_argument("--target", default="127.0.0.1:9000", help="Serve gRPC proxy host:port")
+    p.set_defaults(func=cmd_llm)
 
     ns = ap.parse_args(argv)
     if getattr(ns, "profile", "n/a") is None:

@@ -148,7 +148,7 @@ def prepare_smollm2(dst: Path) -> Path:
     try:
         files = distribution(SMOLLM2_DIST).files or []
     except PackageNotFoundError as e:
-        raise ModelPrepError(f"package {SMOLLM2_DIST} is not installed: run scripts/setup.sh") from e
+        raise ModelPrepError(f"package {SMOLLM2_DIST} is missing: run scripts/setup.sh") from e
     gguf = next((Path(str(f.locate())) for f in files if f.suffix == ".gguf"), None)
     if gguf is None:
         raise ModelPrepError(f"{SMOLLM2_DIST} ships no .gguf file; reinstall it")
@@ -162,14 +162,15 @@ def prepare_smollm2(dst: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     kw = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
     model = AutoModelForCausalLM.from_pretrained(**kw, dtype=torch.bfloat16)
-    model.hf_quantizer = None  # dequantised already; save_pretrained refuses otherwise
+    model.hf_quantizer = None  # dequantised already; save_pretrained refuses otherwise  # type: ignore[assignment]
     del model.config.quantization_config
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(**kw).save_pretrained(tmp)
     # vLLM reads the rope base from the top level, and the chat template from
     # tokenizer_config.json; transformers 5 writes both elsewhere.
     config = json.loads((tmp / "config.json").read_text())
-    config.setdefault("rope_theta", (config.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+    rope = config.get("rope_parameters") or {}
+    config.setdefault("rope_theta", rope.get("rope_theta", 10000.0))
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     tok = json.loads((tmp / "tokenizer_config.json").read_text())
     template = tmp / "chat_template.jinja"

@@ -33,6 +33,10 @@ class LlmArgs(BaseModel):
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=0.99)  # cuda only
     kv_cache_gib: int = Field(1, ge=1, le=512)  # cpu only (VLLM_CPU_KVCACHE_SPACE)
     enable_prefix_caching: bool = True
+    # KV cache block in tokens (default: vLLM's, 16 on GPU, 128 on CPU). The
+    # prefix cache hits whole blocks only, so smaller blocks leave less of a
+    # conversation's history to recompute each turn.
+    block_size: int | None = Field(None, ge=16, le=256)
     # CUDA graphs shorten decode steps on GPU; eager mode starts faster (CPU).
     enforce_eager: bool = True
     max_num_seqs: int = Field(64, ge=1, le=1024)

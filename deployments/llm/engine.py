@@ -102,6 +102,8 @@ class VllmEngine:
             "enable_prefix_caching": args.enable_prefix_caching,
             "max_num_seqs": args.max_num_seqs, "disable_log_stats": False,
         }
+        if args.block_size:
+            kwargs["block_size"] = args.block_size
         if args.device == "cuda":
             kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
         engine_args = AsyncEngineArgs(**(kwargs | args.engine_kwargs))
