@@ -162,7 +162,7 @@ def prepare_smollm2(dst: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     kw = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name}
     model = AutoModelForCausalLM.from_pretrained(**kw, dtype=torch.bfloat16)
-    model.hf_quantizer = None  # dequantised already; save_pretrained refuses otherwise  # type: ignore[assignment]
+    model.hf_quantizer = None  # type: ignore[assignment]  # dequantised; else save_pretrained refuses
     del model.config.quantization_config
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(**kw).save_pretrained(tmp)
