@@ -79,10 +79,15 @@ class AsrStream:
         self._queue.put_nowait(asr_pb2.AsrRequest(meta=self._meta(), audio=chunk))
         return seq
 
-    def end_utterance(self) -> int:
-        """Close the current utterance; returns the request's seq."""
+    def end_utterance(self, speech_end_sample: int | None = None) -> int:
+        """Close the current utterance; returns the request's seq.
+
+        speech_end_sample: where the client's VAD heard speech end, in this
+        stream's timeline; the replica then need not look for the pause itself.
+        """
         seq = self._seq
-        eou = asr_pb2.EndOfUtterance(utterance_id=self._utterance_id)
+        eou = asr_pb2.EndOfUtterance(utterance_id=self._utterance_id,
+                                     speech_end_sample=speech_end_sample)
         self._queue.put_nowait(asr_pb2.AsrRequest(meta=self._meta(), end_of_utterance=eou))
         self._utterance_id += 1
         return seq

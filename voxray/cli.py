@@ -90,6 +90,35 @@ def cmd_tts(ns: argparse.Namespace) -> int:
     return asyncio.run(speak(ns.text, ns.target, ns.out, ns.voice, ns.speed))
 
 
+def cmd_call(ns: argparse.Namespace) -> int:
+    from gateway.call_cli import call
+
+    return asyncio.run(call(ns.wav, ns.url, ns.out, ns.transcript, ns.token, not ns.any_address))
+
+
+def cmd_gateway(ns: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    config = _config(ns)
+    gw = config.gateway
+    if ns.port is not None:
+        gw.port = ns.port
+    stages = ns.stages or gw.stages or f"127.0.0.1:{config.grpc_options.port}"
+
+    async def run() -> None:
+        runner = await serve(gw, stages)
+        print(f"voxray gateway: http://{gw.host}:{gw.port}/ (stages at {stages})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(run())
+    return 0
+
+
 def cmd_llm(ns: argparse.Namespace) -> int:
     from gateway.llm_cli import chat
 
@@ -152,6 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed", type=float)
     p.add_argument("--target", default="127.0.0.1:9000", help="Serve gRPC proxy host:port")
     p.set_defaults(func=cmd_tts)
+
+    p = sub.add_parser("gateway", help="run the WebRTC gateway (the `gateway:` config section)")
+    config_args(p)
+    p.add_argument("--stages", default="", help="Serve gRPC proxy host:port")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("call", help="speak WAV files to the agent over WebRTC")
+    p.add_argument("--wav", action="append", required=True, help="one per turn, in order")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway")
+    p.add_argument("--out", default="reply.wav")
+    p.add_argument("--transcript", default="transcript.txt")
+    p.add_argument("--token", help="bearer token, if the gateway wants one")
+    p.add_argument("--any-address", action="store_true",
+                   help="offer all interfaces as ICE candidates, not only 127.0.0.1")
+    p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("llm", help="ask the LLM app something, print the streamed answer")
     p.add_argument("prompt")

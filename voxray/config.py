@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.config import GatewayConfig
 from voxray import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
@@ -96,6 +97,8 @@ class ServeConfig(Strict):
     grpc_options: GrpcOptions
     logging_config: dict[str, Any] | None = None
     applications: list[ApplicationConfig]
+    # Not Serve's: the WebRTC gateway's own section.
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     def app(self, name: str) -> ApplicationConfig:
         for app in self.applications:
@@ -227,4 +230,4 @@ def load_config(
 
 def to_serve_schema(config: ServeConfig) -> dict[str, Any]:
     """The dict Serve's ServeDeploySchema accepts (unset fields left to Serve's defaults)."""
-    return config.model_dump(exclude_none=True)
+    return config.model_dump(exclude_none=True, exclude={"gateway"})

@@ -1,0 +1,123 @@
+"""The agent's outbound audio track: paced 20 ms frames from queued speech.
+
+It knows what was heard: each queued segment carries the end of the text
+span it speaks, and a segment counts as heard once its last sample went out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamTrack
+
+RATE = 24_000
+FRAME = RATE // 50  # 20 ms
+AUDIBLE = 328  # |sample| above about -40 dBFS counts as audible
+
+
+@dataclass
+class Segment:
+    turn: int
+    pcm: np.ndarray  # int16 at RATE
+    span_start: int  # characters of the turn's text this audio speaks
+    span_end: int
+    pos: int = 0  # samples already sent
+
+
+class AgentAudioTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, on_first_audible: Callable[[int, float], None] | None = None) -> None:
+        super().__init__()
+        self._queue: deque[Segment] = deque()
+        self._paused = False
+        self._start: float | None = None
+        self._pts = 0
+        self._on_first_audible = on_first_audible
+        self._audible_turns: set[int] = set()
+        self.heard: dict[int, int] = {}  # turn -> characters heard so far
+        self.paused_at: float | None = None
+        self._levels: deque[tuple[float, float]] = deque(maxlen=25)  # (sent at, dBFS)
+        self.last_audio_at = 0.0  # when the last non-silent frame went out
+
+    def push(self, turn: int, pcm: np.ndarray, span_start: int, span_end: int) -> None:
+        self._queue.append(Segment(turn, pcm, span_start, span_end))
+
+    def pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        self._paused = False
+        self.paused_at = None
+
+    def clear(self) -> None:
+        self._queue.clear()
+        self.resume()
+
+    def recent_level_db(self, window_s: float = 0.4) -> float:
+        """Loudest frame sent in the last window: what an echo of it would follow."""
+        since = time.monotonic() - window_s
+        return max((db for t, db in self._levels if t >= since), default=-100.0)
+
+    @property
+    def speaking(self) -> bool:
+        """Agent audio is queued (playing or paused)."""
+        return bool(self._queue)
+
+    def heard_chars(self, turn: int) -> int:
+        """Characters of the turn's text that were played, the segment under way
+        counted in proportion to the samples sent."""
+        heard = self.heard.get(turn, 0)
+        for seg in self._queue:
+            if seg.turn == turn and seg.pos:
+                heard = max(heard, seg.span_start
+                            + (seg.span_end - seg.span_start) * seg.pos // max(1, len(seg.pcm)))
+        return heard
+
+    def _next_samples(self) -> tuple[np.ndarray, int | None]:
+        out = np.zeros(FRAME, np.int16)
+        filled = 0
+        turn = None
+        while not self._paused and filled < FRAME and self._queue:
+            seg = self._queue[0]
+            take = min(FRAME - filled, len(seg.pcm) - seg.pos)
+            out[filled:filled + take] = seg.pcm[seg.pos:seg.pos + take]
+            filled += take
+            seg.pos += take
+            turn = seg.turn
+            if seg.pos >= len(seg.pcm):
+                self._queue.popleft()
+                self.heard[seg.turn] = max(self.heard.get(seg.turn, 0), seg.span_end)
+        return out, turn
+
+    async def recv(self) -> av.AudioFrame:
+        # Pace on the wall clock: the sender must not run ahead or fall behind.
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += FRAME
+            await asyncio.sleep(max(0.0, self._start + self._pts / RATE - time.monotonic()))
+        pcm, turn = self._next_samples()
+        now = time.monotonic()
+        if turn is not None and np.abs(pcm).max() > AUDIBLE:
+            self.last_audio_at = now
+            if turn not in self._audible_turns:
+                self._audible_turns.add(turn)
+                if self._on_first_audible is not None:
+                    self._on_first_audible(turn, now)
+        x = pcm.astype(np.float32) / 32768.0
+        self._levels.append((now, float(10 * np.log10(np.mean(x * x) + 1e-10))))
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        return frame

@@ -1,0 +1,218 @@
+"""A WebRTC caller (aiortc) that speaks audio to the gateway and listens to the agent.
+
+Used by `voxray call`, the tests and the load tests. Client-side TTFAT: from
+sending the last voiced sample of an utterance to receiving the first audible
+sample of the reply (after the client's own jitter buffer, as a person hears it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from gateway.asr_cli import last_voiced_sample
+
+RATE = 48_000
+FRAME = RATE // 50
+AUDIBLE = 328
+
+
+class SpeakerTrack(MediaStreamTrack):
+    """The caller's microphone: queued utterances, silence in between, paced 20 ms frames."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: np.ndarray = np.zeros(0, np.int16)
+        self._start: float | None = None
+        self._pts = 0
+        self._marks: list[tuple[int, asyncio.Future[float]]] = []  # (sample, when sent)
+        self._sent = 0  # samples sent so far
+
+    def say(self, pcm48: np.ndarray) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
+        """Queue an utterance; futures: when its first / last voiced sample went out."""
+        loop = asyncio.get_running_loop()
+        base = self._sent + len(self._pending)
+        voiced = np.nonzero(np.abs(pcm48) > AUDIBLE)[0]
+        first_f, last_f = loop.create_future(), loop.create_future()
+        self._marks.append((base + int(voiced[0] if len(voiced) else 0), first_f))
+        self._marks.append((base + last_voiced_sample(pcm48, frame=960), last_f))
+        self._pending = np.concatenate([self._pending, pcm48.astype(np.int16)])
+        return first_f, last_f
+
+    @property
+    def busy(self) -> bool:
+        return len(self._pending) > 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += FRAME
+            await asyncio.sleep(max(0.0, self._start + self._pts / RATE - time.monotonic()))
+        pcm = np.zeros(FRAME, np.int16)
+        take = min(FRAME, len(self._pending))
+        pcm[:take] = self._pending[:take]
+        self._pending = self._pending[take:]
+        self._sent += FRAME
+        now = time.monotonic()
+        for mark in [m for m in self._marks if m[0] <= self._sent]:
+            self._marks.remove(mark)
+            if not mark[1].done():
+                mark[1].set_result(now - (self._sent - mark[0]) / RATE)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        return frame
+
+
+@dataclass
+class Heard:
+    """The agent's audio as received: (arrival time, 48 kHz mono PCM) per frame."""
+
+    frames: list[tuple[float, np.ndarray]] = field(default_factory=list)
+
+    def first_audible_after(self, t: float) -> float | None:
+        for at, pcm in self.frames:
+            if at >= t and np.abs(pcm).max(initial=0) > AUDIBLE:
+                return at
+        return None
+
+    def last_audible(self) -> float:
+        return max((at for at, pcm in self.frames if np.abs(pcm).max(initial=0) > AUDIBLE),
+                   default=0.0)
+
+    def pcm(self, since: float = 0.0) -> np.ndarray:
+        parts = [p for at, p in self.frames if at >= since]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int16)
+
+
+class Caller:
+    def __init__(self, base_url: str, mode: str = "pipeline", token: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.mode = mode
+        self.token = token
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.mic = SpeakerTrack()
+        self.heard = Heard()
+        self.events: list[dict[str, Any]] = []
+        self.event_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.location: str | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        dc = self.pc.createDataChannel("events")
+
+        @dc.on("message")
+        def on_message(msg: str) -> None:
+            event = json.loads(msg)
+            event["received_at"] = time.monotonic()
+            self.events.append(event)
+            self.event_queue.put_nowait(event)
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._reader = asyncio.ensure_future(self._listen(track))
+
+        self.pc.addTrack(self.mic)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        headers = {"Content-Type": "application/sdp"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{self.base_url}/whip?mode={self.mode}", data=self.pc.localDescription.sdp,
+                headers=headers) as res:
+            body = await res.text()
+            if res.status != 201:
+                await self.pc.close()
+                raise ConnectionError(f"gateway answered {res.status}: {body.strip()}")
+            self.location = res.headers["Location"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            now = time.monotonic()
+            for out in resampler.resample(frame):  # type: ignore[arg-type]
+                self.heard.frames.append((now, out.to_ndarray().reshape(-1).astype(np.int16)))
+
+    async def wait_event(self, kind: str, within_s: float = 30.0) -> dict[str, Any]:
+        async def find() -> dict[str, Any]:
+            while True:
+                e = await self.event_queue.get()
+                if e["type"] == kind:
+                    return e
+        return await asyncio.wait_for(find(), within_s)
+
+    async def wait_quiet(self, quiet_s: float = 1.5, within_s: float = 60.0) -> None:
+        """Until the agent has been silent for quiet_s (its reply is over)."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if time.monotonic() - max(self.heard.last_audible(), 0.0) >= quiet_s:
+                return
+        raise TimeoutError("the agent kept talking")
+
+    async def hang_up(self) -> None:
+        if self.location:
+            async with aiohttp.ClientSession() as http:
+                headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+                async with http.delete(self.base_url + self.location, headers=headers):
+                    pass
+        if self._reader:
+            self._reader.cancel()
+        await self.pc.close()
+
+
+def load_48k(path: str) -> np.ndarray:
+    from voxray.audio import read_audio
+
+    return read_audio(path, RATE)
+
+
+@dataclass
+class TurnResult:
+    user_text: str  # the gateway's final transcript
+    agent_text: str
+    client_ttfat_ms: float | None
+    gateway: dict[str, Any]  # the gateway's turn_metrics event (empty if none came)
+    reply_pcm: np.ndarray
+
+
+async def speak_turn(caller: Caller, pcm48: np.ndarray, within_s: float = 60.0) -> TurnResult:
+    """Say one utterance, then listen until the agent's reply is over."""
+    start = len(caller.events)
+    _, last_sent = caller.mic.say(pcm48)
+    sent_at = await last_sent
+    deadline = time.monotonic() + within_s
+    metrics: dict[str, Any] = {}
+    while time.monotonic() < deadline and not metrics:
+        await asyncio.sleep(0.1)
+        metrics = next((e for e in caller.events[start:] if e["type"] == "turn_metrics"), {})
+        if any(e["type"] in ("error", "session_ended") for e in caller.events[start:]):
+            break
+    if metrics:
+        await caller.wait_quiet(within_s=max(1.0, deadline - time.monotonic()))
+    first = caller.heard.first_audible_after(sent_at)
+    new = caller.events[start:]
+    return TurnResult(
+        user_text=" ".join(e["text"] for e in new if e["type"] == "final"),
+        agent_text="".join(e["text"] for e in new if e["type"] == "agent_text"),
+        client_ttfat_ms=(first - sent_at) * 1000 if first and metrics else None,
+        gateway=metrics, reply_pcm=caller.heard.pcm(since=sent_at))

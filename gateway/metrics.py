@@ -1,0 +1,26 @@
+"""The gateway's Prometheus metrics (served on its own /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+MS = (50, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000, 3000, 5000, 10000)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.ttfat = Histogram("voxray_ttfat_ms", "End of user speech (last voiced frame) to the "
+                               "first audible agent sample sent", buckets=MS, registry=r)
+        self.stage = Histogram("voxray_turn_stage_ms", "Time to first result per stage",
+                               ["stage"], buckets=MS, registry=r)
+        self.barge_in_stop = Histogram("voxray_barge_in_stop_ms", "User speech start to agent "
+                                       "audio paused", buckets=MS, registry=r)
+        self.sessions = Gauge("voxray_sessions", "Open sessions", ["mode"], registry=r)
+        self.refused = Counter("voxray_sessions_refused_total", "Sessions refused", ["reason"],
+                               registry=r)
+        self.ended = Counter("voxray_sessions_ended_total", "Sessions ended", ["reason"],
+                             registry=r)
+        self.turns = Counter("voxray_turns_total", "Agent turns by outcome", ["outcome"],
+                             registry=r)

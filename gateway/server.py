@@ -1,0 +1,212 @@
+"""The WebRTC gateway: WHIP signalling (RFC 9725) on aiohttp, one peer connection per session.
+
+POST /whip with an SDP offer (application/sdp) -> 201 Created, the SDP answer,
+and `Location: /whip/<id>`; DELETE that location ends the session. Query
+`?mode=pipeline` (default) or `?mode=duplex`. The browser page is at /.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import events as ev
+from gateway.config import GatewayConfig
+from gateway.ice import offer_only
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import PipelineSession
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Call:
+    pc: RTCPeerConnection
+    session: PipelineSession
+    started: float = field(default_factory=time.monotonic)
+    task: asyncio.Task[None] | None = None
+    reason: str = "hangup"
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, stages: str) -> None:
+        self.cfg = config
+        self.stages = stages
+        self.metrics = GatewayMetrics()
+        self.calls: dict[str, Call] = {}
+        self.channel: grpc.aio.Channel | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        offer_only(config.ice_addresses)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.cfg.max_sdp_bytes)
+        app.router.add_get("/", self.page)
+        app.router.add_static("/static/", STATIC)
+        app.router.add_post("/whip", self.whip_post)
+        app.router.add_delete("/whip/{id}", self.whip_delete)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/healthz", self.health)
+        app.on_startup.append(self._startup)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def _startup(self, _: web.Application) -> None:
+        self.channel = grpc.aio.insecure_channel(self.stages)
+        self._watchdog = asyncio.create_task(self._enforce_limits())
+
+    async def _shutdown(self, _: web.Application) -> None:
+        if self._watchdog:
+            self._watchdog.cancel()
+        await asyncio.gather(*(self.end(cid, "gateway shutting down") for cid in list(self.calls)))
+        if self.channel is not None:
+            await self.channel.close()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def page(self, _: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def health(self, _: web.Request) -> web.Response:
+        return web.json_response({"sessions": len(self.calls)})
+
+    async def prometheus(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.cfg.auth_token
+        return not token or request.headers.get("Authorization", "") == f"Bearer {token}"
+
+    async def whip_post(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            self.metrics.refused.labels("unauthorized").inc()
+            return web.Response(status=401, text="missing or wrong bearer token\n",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if request.content_type != "application/sdp":
+            return web.Response(status=415, text="send the offer as application/sdp\n")
+        mode = request.query.get("mode", "pipeline")
+        if mode not in ("pipeline", "duplex"):
+            return web.Response(status=400, text=f"unknown mode {mode!r}: pipeline or duplex\n")
+        if mode == "duplex":
+            self.metrics.refused.labels("duplex_unavailable").inc()
+            return web.Response(status=501, text="duplex mode is not deployed on this gateway\n")
+        if len(self.calls) >= self.cfg.max_sessions:
+            self.metrics.refused.labels("full").inc()
+            return web.Response(status=503, text="gateway is full; try again later\n",
+                                headers={"Retry-After": "5"})
+        sdp = await request.text()
+        if "m=audio" not in sdp:
+            return web.Response(status=400, text="the offer has no audio media section\n")
+        try:
+            answer, location = await self._answer(sdp)
+        except Exception as e:  # aiortc raises ValueError and others on a bad offer
+            log.info("bad offer: %s", e)
+            return web.Response(status=400, text=f"cannot use this SDP offer: {e}\n")
+        return web.Response(status=201, text=answer, content_type="application/sdp",
+                            headers={"Location": location})
+
+    async def whip_delete(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.Response(status=401, text="missing or wrong bearer token\n")
+        cid = request.match_info["id"]
+        if cid not in self.calls:
+            return web.Response(status=404, text="no such session\n")
+        await self.end(cid, "ended by the client")
+        return web.Response(status=200)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    async def _answer(self, sdp: str) -> tuple[str, str]:
+        assert self.channel is not None
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        channels: list[object] = []
+
+        def send(event: ev.Event) -> None:
+            for dc in channels:
+                if getattr(dc, "readyState", "") == "open":
+                    with contextlib.suppress(Exception):
+                        dc.send(event.json())  # type: ignore[attr-defined]
+
+        session = PipelineSession(self.cfg, self.channel, send, self.metrics)
+        call = Call(pc, session)
+        mic: list[MediaStreamTrack] = []
+
+        @pc.on("datachannel")
+        def on_datachannel(dc: object) -> None:
+            channels.append(dc)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and not mic:
+                mic.append(track)
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and session.id in self.calls:
+                await self.end(session.id, f"connection {pc.connectionState}")
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if not mic:
+                raise ValueError("no audio track in the offer")
+            pc.addTrack(session.track)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception:
+            await pc.close()
+            raise
+        self.calls[session.id] = call
+        self.metrics.sessions.labels("pipeline").inc()
+        call.task = asyncio.create_task(self._run(call, mic[0]))
+        return pc.localDescription.sdp, f"/whip/{session.id}"
+
+    async def _run(self, call: Call, mic: MediaStreamTrack) -> None:
+        try:
+            await call.session.run(mic)
+        except Exception:
+            log.exception("session %s failed", call.session.id)
+            call.reason = "internal error"
+        finally:
+            await self.end(call.session.id, call.reason)
+
+    async def end(self, cid: str, reason: str) -> None:
+        call = self.calls.pop(cid, None)
+        if call is None:
+            return
+        call.reason = reason
+        self.metrics.sessions.labels("pipeline").dec()
+        self.metrics.ended.labels(reason.split(":")[0]).inc()
+        call.session.send(ev.Info("session_ended", reason))
+        await call.session.close()
+        await call.pc.close()
+        if call.task is not None and call.task is not asyncio.current_task():
+            call.task.cancel()
+        log.info("session %s ended: %s", cid, reason)
+
+    async def _enforce_limits(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for cid, call in list(self.calls.items()):
+                if now - call.started > self.cfg.max_session_s:
+                    await self.end(cid, "session time limit reached")
+                elif now - call.session.last_voice_at > self.cfg.idle_timeout_s:
+                    await self.end(cid, "idle timeout")
+
+
+async def serve(config: GatewayConfig, stages: str) -> web.AppRunner:
+    """Start the gateway; returns the runner (`await runner.cleanup()` stops it)."""
+    runner = web.AppRunner(Gateway(config, stages).app())
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    return runner

@@ -1,0 +1,178 @@
+"""The product as a user meets it: WebRTC calls to the gateway with the CPU-default models
+(Whisper base, SmolLM2 on vLLM, Kokoro) on a local Ray cluster. Every packet stays on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import grpc
+import numpy as np
+import pytest
+from aiohttp import web
+
+from gateway.caller import RATE, Caller, load_48k, speak_turn
+from gateway.config import GatewayConfig
+from gateway.server import Gateway
+from tests.test_tts_serve import transcribe
+from voxray import runtime
+from voxray.audio import resample
+from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
+from voxray.wer import wer
+
+pytestmark = pytest.mark.slow
+SPEECH = "tests/data/speech"
+
+
+@pytest.fixture(scope="module")
+async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
+    config = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"], max_sessions=3)
+    gw = Gateway(config, serve_grpc)
+    runner = web.AppRunner(gw.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", config.port).start()
+    yield gw, f"http://127.0.0.1:{config.port}"
+    await runner.cleanup()
+
+
+async def test_two_turn_conversation_over_webrtc(gateway: tuple[Gateway, str],
+                                                 serve_grpc: str) -> None:
+    gw, url = gateway
+    caller = Caller(url)
+    await caller.connect()
+    try:
+        turns = []
+        for name, said in [("s11", "hello can you hear me"),
+                           ("s03", "what is the weather going to be like tomorrow morning")]:
+            turn = await speak_turn(caller, load_48k(f"{SPEECH}/{name}.wav"))
+            assert turn.gateway, caller.events
+            assert wer(said, turn.user_text) <= 0.25, turn.user_text
+            assert turn.agent_text.strip()
+            assert turn.client_ttfat_ms is not None and turn.client_ttfat_ms > 0
+            assert 0 < turn.gateway["ttfat_ms"] < 10_000
+            turns.append(turn)
+        # The reply audio is the agent's text, spoken: read it back with the ASR app.
+        longer = max(turns, key=lambda t: len(t.agent_text))
+        heard = await transcribe(serve_grpc, resample(longer.reply_pcm, RATE, 24000))
+        said_words = longer.agent_text.split()
+        assert len(heard.split()) >= 2, heard
+        # (the readback's final may cover only the reply's first sentences)
+        assert wer(" ".join(said_words[:len(heard.split())]), heard) <= 0.4, (said_words, heard)
+        (session,) = [c.session for c in gw.calls.values()]
+        assert [r for r, _ in session.history] == ["user", "assistant"] * 2
+    finally:
+        await caller.hang_up()
+    await asyncio.sleep(0.5)
+    assert not gw.calls
+
+
+async def tts_pcm48(target: str, text: str) -> np.ndarray:
+    async with grpc.aio.insecure_channel(target) as ch:
+        events = tts_pb2_grpc.TtsStub(ch).Synthesize(
+            tts_pb2.TtsRequest(meta=common_pb2.Meta(session_id="bc"), text=text),
+            metadata=(("application", "tts"),))
+        pcm = b"".join([e.audio.audio.pcm16 async for e in events
+                        if e.WhichOneof("kind") == "audio"])
+    return resample(np.frombuffer(pcm, "<i2"), 24000, RATE)
+
+
+async def agent_talking(caller: Caller, prompt: np.ndarray, talk_s: float) -> None:
+    """Ask for something long and let the agent talk for talk_s seconds."""
+    _, last = caller.mic.say(prompt)
+    sent = await last
+    deadline = time.monotonic() + 60
+    while (first := caller.heard.first_audible_after(sent)) is None:
+        assert time.monotonic() < deadline, caller.events
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(max(0.0, first + talk_s - time.monotonic()))
+
+
+async def test_barge_in_stops_the_agent_and_keeps_only_what_was_heard(
+        gateway: tuple[Gateway, str]) -> None:
+    gw, url = gateway
+    caller = Caller(url)
+    await caller.connect()
+    try:
+        await agent_talking(caller, load_48k(f"{SPEECH}/s18.wav"), 2.0)
+        first_voiced, _ = caller.mic.say(load_48k(f"{SPEECH}/s25.wav"))
+        spoke_at = await first_voiced
+        interrupted = await caller.wait_event("interrupted", 10)
+        paused = next(e for e in caller.events if e["type"] == "agent_paused")
+        assert paused["detail"]["stop_ms"] <= 120, paused
+        # As the caller hears it: no agent audio long after they began to speak
+        # (two jitter buffers and the VAD's decision are in this figure).
+        late = [at for at, pcm in caller.heard.frames
+                if at > spoke_at + 0.4 and np.abs(pcm).max() > 328 and at < spoke_at + 2.0]
+        assert not late, f"agent audible {late[0] - spoke_at:.2f} s after the user spoke"
+        said = "".join(e["text"] for e in caller.events if e["type"] == "agent_text"
+                       and e["turn"] == interrupted["turn"])
+        heard = interrupted["heard"]
+        assert heard and said.startswith(heard) and len(heard) < len(said), (heard, said)
+        (session,) = [c.session for c in gw.calls.values()]
+        assert ("assistant", heard) in session.history
+        assert ("assistant", said) not in session.history
+    finally:
+        await caller.hang_up()
+
+
+async def test_a_backchannel_pauses_then_resumes_the_agent(gateway: tuple[Gateway, str],
+                                                           serve_grpc: str) -> None:
+    _, url = gateway
+    okay = await tts_pcm48(serve_grpc, "Okay.")
+    caller = Caller(url)
+    await caller.connect()
+    try:
+        await agent_talking(caller, load_48k(f"{SPEECH}/s18.wav"), 1.5)
+        caller.mic.say(okay)
+        try:
+            resumed = await caller.wait_event("agent_resumed", 10)
+        except TimeoutError:
+            raise AssertionError([e for e in caller.events if e["type"] != "agent_text"]) from None
+        assert resumed["detail"]["heard"].lower().strip(" .!") == "okay"
+        assert not any(e["type"] == "interrupted" for e in caller.events)
+        await asyncio.sleep(0.8)
+        assert caller.heard.last_audible() > resumed["received_at"]  # talking again
+    finally:
+        await caller.hang_up()
+
+
+async def test_bad_signalling_is_refused_clearly(gateway: tuple[Gateway, str]) -> None:
+    gw, url = gateway
+    sdp = {"Content-Type": "application/sdp"}
+    async with aiohttp.ClientSession() as http:
+        for body, headers, status, needle in [
+            ("v=0\r\nm=audio garbage\r\n", sdp, 400, "SDP"),
+            ("hello", sdp, 400, "no audio"),
+            ("v=0", {"Content-Type": "text/plain"}, 415, "application/sdp"),
+            ("x" * 100_000, sdp, 413, ""),
+        ]:
+            async with http.post(f"{url}/whip", data=body, headers=headers) as res:
+                assert res.status == status, await res.text()
+                assert needle in await res.text()
+        async with http.post(f"{url}/whip?mode=karaoke", data="m=audio", headers=sdp) as res:
+            assert res.status == 400
+        async with http.delete(f"{url}/whip/nope") as res:
+            assert res.status == 404
+    assert not gw.calls
+
+
+async def test_a_vanished_client_ends_its_session_and_leaves_others(
+        gateway: tuple[Gateway, str]) -> None:
+    gw, url = gateway
+    stays, vanishes = Caller(url), Caller(url)
+    await stays.connect()
+    await vanishes.connect()
+    await asyncio.sleep(1.0)
+    assert len(gw.calls) == 2
+    await vanishes.pc.close()  # no DELETE: the client just goes away
+    deadline = time.monotonic() + 40
+    while len(gw.calls) > 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert len(gw.calls) == 1
+    turn = await speak_turn(stays, load_48k(f"{SPEECH}/s11.wav"))
+    assert turn.gateway and turn.agent_text
+    await stays.hang_up()
+    await asyncio.sleep(0.5)
+    assert not gw.calls
