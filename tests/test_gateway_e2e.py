@@ -168,7 +168,7 @@ async def test_a_vanished_client_ends_its_session_and_leaves_others(
     assert len(gw.calls) == 2
     await vanishes.pc.close()  # no DELETE: the client just goes away
     deadline = time.monotonic() + 40
-    while len(gw.calls) > 1 and time.monotonic() < deadline:
+    while len(gw.calls) > 1 and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.2)
     assert len(gw.calls) == 1
     turn = await speak_turn(stays, load_48k(f"{SPEECH}/s11.wav"))
@@ -176,3 +176,57 @@ async def test_a_vanished_client_ends_its_session_and_leaves_others(
     await stays.hang_up()
     await asyncio.sleep(0.5)
     assert not gw.calls
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+
+
+def write_wav(path: str, pcm: np.ndarray, rate: int) -> None:
+    import wave
+
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
+async def test_a_browser_holds_a_two_turn_conversation(gateway: tuple[Gateway, str],
+                                                       tmp_path: object) -> None:
+    from pathlib import Path
+
+    from playwright.async_api import async_playwright
+
+    _, url = gateway
+    gap = np.zeros(RATE * 5, np.int16)
+    mic = np.concatenate([np.zeros(RATE, np.int16), load_48k(f"{SPEECH}/s11.wav"), gap,
+                          load_48k(f"{SPEECH}/s02.wav"), gap, gap])
+    wav = str(Path(str(tmp_path)) / "mic.wav")
+    write_wav(wav, mic, RATE)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}%noloop"])
+        page = await browser.new_page()
+        try:
+            await page.goto(f"{url}/?raw=1")
+            await page.click("#start")
+            await page.wait_for_selector("#turns tr", timeout=60_000)
+            shot = Path(str(tmp_path)) / "mid-call.png"
+            await page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+            await page.wait_for_selector("#turns tr:nth-child(2)", timeout=60_000)
+            log = await page.inner_text("#log")
+            assert "you: Hello, can you hear me?" in log or "hear me" in log, log
+            assert "table" in log.lower() and "agent:" in log, log
+            ttfat = await page.inner_text("#turns tr:nth-child(1) td:nth-child(2)")
+            assert 0 < int(ttfat) < 10_000
+            await page.click("#stop")
+        finally:
+            await browser.close()

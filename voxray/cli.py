@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,19 @@ def cmd_up(ns: argparse.Namespace) -> int:
         print(f"voxray: {e}", file=sys.stderr)
         runtime.stop()
         return 1
+    gw = config.gateway
+    gateway = None
+    if not ns.no_gateway:
+        cmd = [sys.executable, "-m", "voxray.cli", "gateway", "--stages", endpoints.grpc,
+               "--config", str(ns.config), *sum((["--profile", p] for p in ns.profile), [])]
+        if ns.gateway_port:
+            cmd += ["--port", str(ns.gateway_port)]
+            gw.port = ns.gateway_port
+        gateway = subprocess.Popen(cmd)
     print(f"voxray is up in {time.monotonic() - t0:.0f} s")
+    if gateway is not None:
+        print(f"  open http://{gw.host}:{gw.port}/ and press Start to talk to the agent")
+        print(f"  or:  voxray call --wav tests/data/speech/s03.wav --url http://{gw.host}:{gw.port}")
     print(f"  gRPC (Serve proxy): {endpoints.grpc}  applications: "
           f"{', '.join(a.name for a in config.applications)}")
     if endpoints.metrics:
@@ -73,6 +86,9 @@ def cmd_up(ns: argparse.Namespace) -> int:
     while not stop:
         time.sleep(0.5)
     print("stopping")
+    if gateway is not None:
+        gateway.terminate()
+        gateway.wait(timeout=30)
     runtime.stop()
     return 0
 
@@ -151,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int)
     p.add_argument("--metrics-port", type=int, default=8099,
                    help="Prometheus export port of the local Ray node")
+    p.add_argument("--no-gateway", action="store_true", help="only the Serve applications")
+    p.add_argument("--gateway-port", type=int, help="default: gateway.port in the config")
     p.add_argument("--direct-ingress", action="store_true",
                    help="Ray's experimental direct ingress + HAProxy instead of the Python proxy")
     p.set_defaults(func=cmd_up)
