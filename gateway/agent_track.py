@@ -37,6 +37,7 @@ class AgentAudioTrack(MediaStreamTrack):
     def __init__(self, on_first_audible: Callable[[int, float], None] | None = None) -> None:
         super().__init__()
         self._queue: deque[Segment] = deque()
+        self._drained: dict[int, asyncio.Future[None]] = {}
         self._paused = False
         self._start: float | None = None
         self._pts = 0
@@ -62,6 +63,19 @@ class AgentAudioTrack(MediaStreamTrack):
     def clear(self) -> None:
         self._queue.clear()
         self.resume()
+        for turn in list(self._drained):
+            self._settle(turn)
+
+    async def played(self, turn: int) -> None:
+        """Until every segment of `turn` queued so far has been sent (or dropped)."""
+        if any(seg.turn == turn for seg in self._queue):
+            fut = self._drained.setdefault(turn, asyncio.get_running_loop().create_future())
+            await asyncio.shield(fut)
+
+    def _settle(self, turn: int) -> None:
+        fut = self._drained.pop(turn, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def recent_level_db(self, window_s: float = 0.4) -> float:
         """Loudest frame sent in the last window: what an echo of it would follow."""
@@ -97,6 +111,8 @@ class AgentAudioTrack(MediaStreamTrack):
             if seg.pos >= len(seg.pcm):
                 self._queue.popleft()
                 self.heard[seg.turn] = max(self.heard.get(seg.turn, 0), seg.span_end)
+                if not any(s.turn == seg.turn for s in self._queue):
+                    self._settle(seg.turn)
         return out, turn
 
     async def recv(self) -> av.AudioFrame:

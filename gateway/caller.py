@@ -8,6 +8,7 @@ sample of the reply (after the client's own jitter buffer, as a person hears it)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import time
@@ -108,7 +109,6 @@ class Caller:
         self.mic = SpeakerTrack()
         self.heard = Heard()
         self.events: list[dict[str, Any]] = []
-        self.event_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.location: str | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -120,7 +120,6 @@ class Caller:
             event = json.loads(msg)
             event["received_at"] = time.monotonic()
             self.events.append(event)
-            self.event_queue.put_nowait(event)
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -152,22 +151,18 @@ class Caller:
             for out in resampler.resample(frame):  # type: ignore[arg-type]
                 self.heard.frames.append((now, out.to_ndarray().reshape(-1).astype(np.int16)))
 
-    async def wait_event(self, kind: str, within_s: float = 30.0) -> dict[str, Any]:
-        async def find() -> dict[str, Any]:
-            while True:
-                e = await self.event_queue.get()
-                if e["type"] == kind:
-                    return e
-        return await asyncio.wait_for(find(), within_s)
-
-    async def wait_quiet(self, quiet_s: float = 1.5, within_s: float = 60.0) -> None:
-        """Until the agent has been silent for quiet_s (its reply is over)."""
+    async def wait_event(self, kind: str | tuple[str, ...], within_s: float = 30.0,
+                         since: int = 0) -> dict[str, Any]:
+        """The first event of this type (or types) at or after index `since` of self.events."""
+        kinds = (kind,) if isinstance(kind, str) else kind
         deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            if time.monotonic() - max(self.heard.last_audible(), 0.0) >= quiet_s:
-                return
-        raise TimeoutError("the agent kept talking")
+        while True:
+            found = next((e for e in self.events[since:] if e["type"] in kinds), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {kind!r} event; last events: {self.events[-5:]}")
+            await asyncio.sleep(0.02)
 
     async def hang_up(self) -> None:
         if self.location:
@@ -202,13 +197,13 @@ async def speak_turn(caller: Caller, pcm48: np.ndarray, within_s: float = 60.0) 
     sent_at = await last_sent
     deadline = time.monotonic() + within_s
     metrics: dict[str, Any] = {}
-    while time.monotonic() < deadline and not metrics:
-        await asyncio.sleep(0.1)
-        metrics = next((e for e in caller.events[start:] if e["type"] == "turn_metrics"), {})
-        if any(e["type"] in ("error", "session_ended") for e in caller.events[start:]):
-            break
-    if metrics:
-        await caller.wait_quiet(within_s=max(1.0, deadline - time.monotonic()))
+    with contextlib.suppress(TimeoutError):
+        got = await caller.wait_event(("turn_metrics", "error", "session_ended"), within_s,
+                                      since=start)
+        if got["type"] == "turn_metrics":
+            metrics = got
+            await caller.wait_event(("agent_done", "interrupted", "session_ended"),
+                                    max(1.0, deadline - time.monotonic()), since=start)
     first = caller.heard.first_audible_after(sent_at)
     new = caller.events[start:]
     return TurnResult(
@@ -216,3 +211,16 @@ async def speak_turn(caller: Caller, pcm48: np.ndarray, within_s: float = 60.0) 
         agent_text="".join(e["text"] for e in new if e["type"] == "agent_text"),
         client_ttfat_ms=(first - sent_at) * 1000 if first and metrics else None,
         gateway=metrics, reply_pcm=caller.heard.pcm(since=sent_at))
+
+
+async def let_agent_talk(caller: Caller, prompt48: np.ndarray, talk_s: float,
+                         within_s: float = 60.0) -> None:
+    """Say prompt48, then return once the agent's reply has played for talk_s."""
+    _, last = caller.mic.say(prompt48)
+    sent = await last
+    deadline = time.monotonic() + within_s
+    while (first := caller.heard.first_audible_after(sent)) is None:  # noqa: ASYNC110
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no reply; events: {caller.events[-5:]}")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(max(0.0, first + talk_s - time.monotonic()))

@@ -211,7 +211,10 @@ class PipelineSession:
                 await run_reply(self.channel, self.track, self.id, list(self.history), reply,
                                 self.cfg.voice, on_text)
                 self.history.append(("assistant", reply.text))
-                self.metrics.turns.labels("completed").inc()
+                await self.track.played(turn)
+                if self._reply is reply:  # not interrupted
+                    self.metrics.turns.labels("completed").inc()
+                    self.send(ev.Info("agent_done", "the answer has been played", {"turn": turn}))
             except grpc.aio.AioRpcError as e:
                 self.send(ev.error("reply", f"{e.code().name}: {e.details()}"))
                 self.metrics.turns.labels("failed").inc()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from gateway.caller import RATE, Caller, load_48k, speak_turn
+from gateway.caller import RATE, Caller, let_agent_talk, load_48k, speak_turn
 from gateway.config import GatewayConfig
 from gateway.server import Gateway
 from tests.test_tts_serve import transcribe
@@ -78,27 +78,17 @@ async def tts_pcm48(target: str, text: str) -> np.ndarray:
     return resample(np.frombuffer(pcm, "<i2"), 24000, RATE)
 
 
-async def agent_talking(caller: Caller, prompt: np.ndarray, talk_s: float) -> None:
-    """Ask for something long and let the agent talk for talk_s seconds."""
-    _, last = caller.mic.say(prompt)
-    sent = await last
-    deadline = time.monotonic() + 60
-    while (first := caller.heard.first_audible_after(sent)) is None:
-        assert time.monotonic() < deadline, caller.events
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(max(0.0, first + talk_s - time.monotonic()))
-
-
 async def test_barge_in_stops_the_agent_and_keeps_only_what_was_heard(
         gateway: tuple[Gateway, str]) -> None:
     gw, url = gateway
     caller = Caller(url)
     await caller.connect()
     try:
-        await agent_talking(caller, load_48k(f"{SPEECH}/s18.wav"), 2.0)
+        await let_agent_talk(caller, load_48k(f"{SPEECH}/s18.wav"), 2.0)
+        n = len(caller.events)
         first_voiced, _ = caller.mic.say(load_48k(f"{SPEECH}/s25.wav"))
         spoke_at = await first_voiced
-        interrupted = await caller.wait_event("interrupted", 10)
+        interrupted = await caller.wait_event("interrupted", 10, since=n)
         paused = next(e for e in caller.events if e["type"] == "agent_paused")
         assert paused["detail"]["stop_ms"] <= 120, paused
         # As the caller hears it: no agent audio long after they began to speak
@@ -124,7 +114,7 @@ async def test_a_backchannel_pauses_then_resumes_the_agent(gateway: tuple[Gatewa
     caller = Caller(url)
     await caller.connect()
     try:
-        await agent_talking(caller, load_48k(f"{SPEECH}/s18.wav"), 1.5)
+        await let_agent_talk(caller, load_48k(f"{SPEECH}/s18.wav"), 1.5)
         caller.mic.say(okay)
         try:
             resumed = await caller.wait_event("agent_resumed", 10)
@@ -166,11 +156,15 @@ async def test_a_vanished_client_ends_its_session_and_leaves_others(
     await vanishes.connect()
     await asyncio.sleep(1.0)
     assert len(gw.calls) == 2
+    gone = next(c for c in gw.calls.values() if c.session.id == vanishes.location.split("/")[-1])  # type: ignore[union-attr]
     await vanishes.pc.close()  # no DELETE: the client just goes away
     deadline = time.monotonic() + 40
     while len(gw.calls) > 1 and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.2)
     assert len(gw.calls) == 1
+    # nothing of it is left running: tasks, streams, peer connection
+    assert gone.session.closed.is_set() and not gone.session._tasks
+    assert gone.pc.connectionState == "closed" and gone.task is not None and gone.task.done()
     turn = await speak_turn(stays, load_48k(f"{SPEECH}/s11.wav"))
     assert turn.gateway and turn.agent_text
     await stays.hang_up()
@@ -230,3 +224,56 @@ async def test_a_browser_holds_a_two_turn_conversation(gateway: tuple[Gateway, s
             await page.click("#stop")
         finally:
             await browser.close()
+
+
+async def start_gateway(stages: str, **settings: object) -> tuple[web.AppRunner, Gateway, str]:
+    config = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"],
+                           **settings)  # type: ignore[arg-type]
+    gw = Gateway(config, stages)
+    runner = web.AppRunner(gw.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", config.port).start()
+    return runner, gw, f"http://127.0.0.1:{config.port}"
+
+
+async def test_unreachable_stages_end_the_session_with_a_reason() -> None:
+    runner, gw, url = await start_gateway(f"127.0.0.1:{runtime.free_port()}")
+    try:
+        caller = Caller(url)
+        await caller.connect()
+        error = await caller.wait_event("error", 20)
+        assert error["detail"]["stage"] == "asr" and "UNAVAILABLE" in error["message"]
+        deadline = time.monotonic() + 10
+        while gw.calls and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        assert not gw.calls
+        await caller.hang_up()
+    finally:
+        await runner.cleanup()
+
+
+async def test_token_session_cap_and_idle_timeout(serve_grpc: str) -> None:
+    runner, gw, url = await start_gateway(serve_grpc, max_sessions=1, auth_token="s3cret",
+                                          idle_timeout_s=3)
+    try:
+        with pytest.raises(ConnectionError, match="401"):
+            await Caller(url).connect()
+        with pytest.raises(ConnectionError, match="401"):
+            await Caller(url, token="wrong").connect()
+        first = Caller(url, token="s3cret")
+        await first.connect()
+        with pytest.raises(ConnectionError, match="503"):
+            await Caller(url, token="s3cret").connect()
+        (call,) = gw.calls.values()
+        ended = await first.wait_event("session_ended", 15)  # nobody spoke
+        assert ended["message"] == "idle timeout"
+        await asyncio.sleep(0.5)
+        assert not gw.calls and call.session.closed.is_set() and not call.session._tasks
+        assert call.pc.connectionState == "closed"
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
+            text = await res.text()
+        assert 'voxray_sessions_refused_total{reason="full"} 1.0' in text
+        assert 'voxray_sessions_refused_total{reason="unauthorized"} 2.0' in text
+        await first.hang_up()
+    finally:
+        await runner.cleanup()

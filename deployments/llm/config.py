@@ -32,6 +32,9 @@ class LlmArgs(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, le=8)
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=0.99)  # cuda only
     kv_cache_gib: int = Field(1, ge=1, le=512)  # cpu only (VLLM_CPU_KVCACHE_SPACE)
+    # cpu only: run the engine at this niceness. The LLM outpaces speech many times
+    # over, so on a shared CPU it should yield to ASR and TTS, whose delays users hear.
+    cpu_nice: int = Field(0, ge=0, le=19)
     enable_prefix_caching: bool = True
     # KV cache block in tokens (default: vLLM's, 16 on GPU, 128 on CPU). The
     # prefix cache hits whole blocks only, so smaller blocks leave less of a

@@ -94,6 +94,8 @@ class VllmEngine:
         if args.device == "cpu":
             # GiB of KV cache; unset, vLLM on CPU reserves most of the RAM.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(args.kv_cache_gib)
+            if args.cpu_nice:
+                os.nice(args.cpu_nice)  # the engine's processes inherit it
         kwargs: dict[str, Any] = {
             "model": path, "served_model_name": [args.served_model_name], "dtype": args.dtype,
             "max_model_len": args.max_model_len,

@@ -1,0 +1,108 @@
+"""The gateway's parts without Ray: real Silero VAD on real speech, turn and barge-in
+decisions, the agent track's pacing and what-was-heard accounting."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from gateway.agent_track import FRAME, RATE, AgentAudioTrack
+from gateway.asr_cli import last_voiced_sample
+from gateway.barge_in import BargeInParams, is_backchannel, may_be_user
+from gateway.turns import SpeechEnded, SpeechStarted, TurnDetector, TurnParams
+from gateway.vad import CHUNK, SileroVad
+from voxray.audio import read_audio
+
+SPEECH = "tests/data/speech"
+
+
+def run_turns(pcm: np.ndarray, params: TurnParams | None = None,
+              gate: bool = True) -> list[object]:
+    vad, turns = SileroVad(), TurnDetector(params or TurnParams())
+    out = []
+    for start in range(0, len(pcm) - CHUNK + 1, CHUNK):
+        if (e := turns.feed(vad(pcm[start:start + CHUNK]), start, gate)) is not None:
+            out.append(e)
+    return out
+
+
+def test_vad_turns_on_real_speech() -> None:
+    speech = read_audio(f"{SPEECH}/s02.wav", 16000)
+    silence = np.zeros(16000, np.int16)
+    pcm = np.concatenate([silence, speech, silence])
+    events = run_turns(pcm)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded], events
+    start, end = events
+    assert isinstance(start, SpeechStarted) and isinstance(end, SpeechEnded)
+    loud = np.nonzero(np.abs(pcm) > 500)[0]
+    assert abs(start.start_sample - loud[0]) < 0.15 * 16000
+    # the VAD's end of speech is within 100 ms of where the energy says it is
+    assert abs(end.last_voiced_sample - last_voiced_sample(pcm)) < 0.1 * 16000
+    assert run_turns(silence) == []
+    noise = (np.random.default_rng(0).normal(0, 300, 32000)).astype(np.int16)
+    assert run_turns(noise) == []  # steady noise is not speech
+
+
+def test_two_sentences_with_a_short_pause_are_one_turn() -> None:
+    a = read_audio(f"{SPEECH}/s11.wav", 16000)
+    b = read_audio(f"{SPEECH}/s19.wav", 16000)
+    pause = np.zeros(int(0.12 * 16000), np.int16)
+    pcm = np.concatenate([np.zeros(8000, np.int16), a, pause, b, np.zeros(16000, np.int16)])
+    assert len(run_turns(pcm)) == 2  # one start, one end
+    assert len(run_turns(pcm, TurnParams(end_silence_ms=64))) > 2
+
+
+def test_a_closed_gate_hides_speech() -> None:
+    pcm = np.concatenate([read_audio(f"{SPEECH}/s02.wav", 16000), np.zeros(16000, np.int16)])
+    assert run_turns(pcm, gate=False) == []
+
+
+def test_echo_guard_and_backchannels() -> None:
+    p = BargeInParams()
+    agent_db = -20.0
+    assert not may_be_user(agent_db - 20, 0.95, agent_db, True, p)  # its own echo, quieter
+    assert may_be_user(agent_db - 3, 0.95, agent_db, True, p)  # the user, speaking up
+    assert not may_be_user(agent_db, 0.6, agent_db, True, p)  # the VAD is not sure enough
+    assert may_be_user(-60, 0.55, agent_db, False, p)  # agent silent: no guard
+    for text in ("Okay.", "uh-huh", "Mm-hm, yeah.", "", "Right, I see."):
+        assert is_backchannel(text, p), text
+    for text in ("Wait, stop.", "No, I meant Tuesday", "okay okay okay okay"):
+        assert not is_backchannel(text, p), text
+
+
+async def test_agent_track_paces_pauses_and_counts_what_was_heard() -> None:
+    firsts: list[tuple[int, float]] = []
+    track = AgentAudioTrack(on_first_audible=lambda turn, at: firsts.append((turn, at)))
+    tone = (np.sin(np.arange(RATE // 5) / 5) * 8000).astype(np.int16)  # 200 ms
+    silence = np.zeros(RATE // 10, np.int16)
+    track.push(1, silence, 0, 0)  # leading silence is not audible
+    track.push(1, tone, 0, 10)
+    track.push(1, tone, 10, 20)
+    t0 = time.monotonic()
+    frames = [await track.recv() for _ in range(20)]  # 400 ms
+    assert 0.35 < time.monotonic() - t0 < 0.6  # paced on the wall clock, not as fast as asked
+    assert all(f.samples == FRAME and f.sample_rate == RATE for f in frames)
+    assert firsts and firsts[0][0] == 1 and firsts[0][1] >= t0 + 0.09
+    assert track.heard_chars(1) == 10 + 10 * (RATE // 10) // len(tone)  # half the second unit
+    track.pause()
+    paused = [await track.recv() for _ in range(5)]
+    assert all(not np.abs(f.to_ndarray()).any() for f in paused)
+    assert track.speaking
+    track.resume()
+    rest = [await track.recv() for _ in range(5)]
+    assert np.abs(rest[0].to_ndarray()).max() > 1000
+    assert track.heard_chars(1) == 20 and not track.speaking
+    track.push(2, tone, 0, 5)
+    await track.recv()
+    track.clear()
+    assert not track.speaking and track.heard_chars(2) < 5
+    track.stop()
+
+
+@pytest.mark.parametrize("params", [TurnParams(min_speech_ms=32), TurnParams()])
+def test_turn_detector_is_deterministic(params: TurnParams) -> None:
+    pcm = np.concatenate([np.zeros(8000, np.int16), read_audio(f"{SPEECH}/s07.wav", 16000),
+                          np.zeros(8000, np.int16)])
+    assert run_turns(pcm, params) == run_turns(pcm, params)
