@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
 
 
 def test_up_serves_the_clients_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    grpc_port = free_port()
+    grpc_port, http_port, gateway_port = free_port(), free_port(), free_port()
     cmd = [sys.executable, "-m", "voxray.cli", "up", "--grpc-port", str(grpc_port),
-           "--http-port", str(free_port()), "--metrics-port", str(free_port())]
+           "--http-port", str(http_port), "--metrics-port", str(free_port()),
+           "--gateway-port", str(gateway_port)]
     up = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
@@ -31,7 +33,7 @@ def test_up_serves_the_clients_and_stops_on_ctrl_c(tmp_path: Path) -> None:
                               daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 400
         while not any(line.startswith("voxray is up") for line in list(lines)):
             assert up.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.5)
@@ -48,6 +50,25 @@ def test_up_serves_the_clients_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
         final = next(x for x in run.stdout.splitlines() if x.startswith("final: "))
         assert wer("please call me back tomorrow morning", final[7:]) <= 0.2, run.stdout
+        run = subprocess.run([sys.executable, "-m", "voxray.cli", "llm", "What is the capital "
+                              "of France?", "--target", target],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 0 and "Paris" in run.stdout, (run.stdout, run.stderr)
+        # The page and a WebRTC call, as the banner says.
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        assert any(gateway in line for line in lines), lines
+        with urllib.request.urlopen(gateway + "/", timeout=10) as page:
+            assert b"<button id=\"start\"" in page.read()
+        run = subprocess.run([sys.executable, "-m", "voxray.cli", "call", "--wav",
+                              "tests/data/speech/s11.wav", "--url", gateway, "--out",
+                              str(tmp_path / "call.wav"), "--transcript",
+                              str(tmp_path / "call.txt")],
+                             capture_output=True, text=True, timeout=180, check=False)
+        assert run.returncode == 0, (run.stdout, run.stderr)
+        assert "TTFAT heard here" in run.stdout
+        transcript = (tmp_path / "call.txt").read_text()
+        assert "user: Hello, can you hear me?" in transcript and "agent: " in transcript
+        assert (tmp_path / "call.wav").stat().st_size > 48_000
     finally:
         up.send_signal(signal.SIGINT)
         try:
