@@ -139,6 +139,13 @@ class Caller:
                 raise ConnectionError(f"gateway answered {res.status}: {body.strip()}")
             self.location = res.headers["Location"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        deadline = time.monotonic() + 15
+        while self.pc.connectionState != "connected":  # noqa: ASYNC110 - aiortc has no waiter
+            if self.pc.connectionState in ("failed", "closed") or time.monotonic() > deadline:
+                await self.hang_up()
+                raise ConnectionError("no WebRTC connection to the gateway (ICE failed: "
+                                      "no usable candidate pair)")
+            await asyncio.sleep(0.05)
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)

@@ -38,8 +38,8 @@ class GatewayConfig(BaseModel):
     idle_timeout_s: float = Field(300, gt=0)  # no voice from the user this long ends a session
     # Signalling requires `Authorization: Bearer <token>` when set.
     auth_token: str | None = None
-    # ICE host addresses to offer; empty: every interface but loopback (aioice's
-    # default). ["127.0.0.1"] keeps calls on this machine.
+    # ICE host addresses to offer; empty: every interface, loopback included.
+    # ["127.0.0.1"] keeps calls on this machine.
     ice_addresses: list[str] = Field(default_factory=list)
     max_sdp_bytes: int = Field(64_000, ge=1000)
     voice: str = "af_heart"
