@@ -18,7 +18,7 @@ BACKCHANNELS = frozenset({
 @dataclass
 class BargeInParams:
     # Speech over the agent that lasts this long is an interruption, whatever it says.
-    interrupt_after_ms: int = 600
+    interrupt_after_ms: int = 800
     # Shorter speech is a backchannel if it has at most this many words, all backchannel words.
     backchannel_max_words: int = 3
     backchannel_words: frozenset[str] = field(default_factory=lambda: BACKCHANNELS)

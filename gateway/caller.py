@@ -95,8 +95,8 @@ class Heard:
         return max((at for at, pcm in self.frames if np.abs(pcm).max(initial=0) > AUDIBLE),
                    default=0.0)
 
-    def pcm(self, since: float = 0.0) -> np.ndarray:
-        parts = [p for at, p in self.frames if at >= since]
+    def pcm(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
+        parts = [p for at, p in self.frames if since <= at <= until]
         return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
 
@@ -211,13 +211,14 @@ async def speak_turn(caller: Caller, pcm48: np.ndarray, within_s: float = 60.0) 
             metrics = got
             await caller.wait_event(("agent_done", "interrupted", "session_ended"),
                                     max(1.0, deadline - time.monotonic()), since=start)
+            await asyncio.sleep(0.2)  # the last frames through the jitter buffer
     first = caller.heard.first_audible_after(sent_at)
     new = caller.events[start:]
     return TurnResult(
         user_text=" ".join(e["text"] for e in new if e["type"] == "final"),
         agent_text="".join(e["text"] for e in new if e["type"] == "agent_text"),
         client_ttfat_ms=(first - sent_at) * 1000 if first and metrics else None,
-        gateway=metrics, reply_pcm=caller.heard.pcm(since=sent_at))
+        gateway=metrics, reply_pcm=caller.heard.pcm(since=sent_at, until=time.monotonic()))
 
 
 async def let_agent_talk(caller: Caller, prompt48: np.ndarray, talk_s: float,

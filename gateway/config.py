@@ -20,7 +20,7 @@ class TurnConfig(BaseModel):
 class BargeInConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    interrupt_after_ms: int = Field(600, ge=0, le=5000)
+    interrupt_after_ms: int = Field(800, ge=0, le=5000)
     backchannel_max_words: int = Field(3, ge=0, le=10)
     echo_margin_db: float = Field(12.0, ge=0, le=60)
     threshold_while_speaking: float = Field(0.7, gt=0, lt=1)

@@ -131,12 +131,16 @@ class Gateway:
         assert self.channel is not None
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         channels: list[object] = []
+        early: list[str] = []  # events before the client's data channel is open
 
         def send(event: ev.Event) -> None:
-            for dc in channels:
-                if getattr(dc, "readyState", "") == "open":
-                    with contextlib.suppress(Exception):
-                        dc.send(event.json())  # type: ignore[attr-defined]
+            open_channels = [dc for dc in channels if getattr(dc, "readyState", "") == "open"]
+            if not open_channels:
+                early.append(event.json())
+                del early[:-100]
+            for dc in open_channels:
+                with contextlib.suppress(Exception):
+                    dc.send(event.json())  # type: ignore[attr-defined]
 
         session = PipelineSession(self.cfg, self.channel, send, self.metrics)
         call = Call(pc, session)
@@ -145,6 +149,10 @@ class Gateway:
         @pc.on("datachannel")
         def on_datachannel(dc: object) -> None:
             channels.append(dc)
+            for message in early:
+                with contextlib.suppress(Exception):
+                    dc.send(message)  # type: ignore[attr-defined]
+            early.clear()
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:

@@ -45,9 +45,13 @@ def test_vad_turns_on_real_speech() -> None:
     assert run_turns(noise) == []  # steady noise is not speech
 
 
+def trim(pcm: np.ndarray) -> np.ndarray:
+    loud = np.nonzero(np.abs(pcm) > 300)[0]
+    return pcm[loud[0]:loud[-1] + 1]
+
+
 def test_two_sentences_with_a_short_pause_are_one_turn() -> None:
-    a = read_audio(f"{SPEECH}/s11.wav", 16000)
-    b = read_audio(f"{SPEECH}/s19.wav", 16000)
+    a, b = (trim(read_audio(f"{SPEECH}/{n}.wav", 16000)) for n in ("s11", "s19"))
     pause = np.zeros(int(0.12 * 16000), np.int16)
     pcm = np.concatenate([np.zeros(8000, np.int16), a, pause, b, np.zeros(16000, np.int16)])
     assert len(run_turns(pcm)) == 2  # one start, one end

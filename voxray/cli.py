@@ -41,6 +41,19 @@ def cmd_models(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway_ready(proc: subprocess.Popen[bytes], health_url: str, within_s: float = 30) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + within_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health_url, timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
 def cmd_up(ns: argparse.Namespace) -> int:
     from voxray import runtime
 
@@ -62,6 +75,13 @@ def cmd_up(ns: argparse.Namespace) -> int:
             cmd += ["--port", str(ns.gateway_port)]
             gw.port = ns.gateway_port
         gateway = subprocess.Popen(cmd)
+        reach = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
+        if not _gateway_ready(gateway, f"http://{reach}:{gw.port}/healthz"):
+            print(f"voxray: the gateway did not start (is port {gw.port} taken? "
+                  "try --gateway-port)", file=sys.stderr)
+            gateway.kill()
+            runtime.stop()
+            return 1
     print(f"voxray is up in {time.monotonic() - t0:.0f} s")
     if gateway is not None:
         print(f"  open http://{gw.host}:{gw.port}/ and press Start to talk to the agent")
