@@ -67,6 +67,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
         runtime.stop()
         return 1
     gw = config.gateway
+    reach = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
     gateway = None
     if not ns.no_gateway:
         cmd = [sys.executable, "-m", "voxray.cli", "gateway", "--stages", endpoints.grpc,
@@ -75,7 +76,6 @@ def cmd_up(ns: argparse.Namespace) -> int:
             cmd += ["--port", str(ns.gateway_port)]
             gw.port = ns.gateway_port
         gateway = subprocess.Popen(cmd)
-        reach = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
         if not _gateway_ready(gateway, f"http://{reach}:{gw.port}/healthz"):
             print(f"voxray: the gateway did not start (is port {gw.port} taken? "
                   "try --gateway-port)", file=sys.stderr)
@@ -84,8 +84,9 @@ def cmd_up(ns: argparse.Namespace) -> int:
             return 1
     print(f"voxray is up in {time.monotonic() - t0:.0f} s")
     if gateway is not None:
-        print(f"  open http://{gw.host}:{gw.port}/ and press Start to talk to the agent")
-        print(f"  or:  voxray call --wav tests/data/speech/s03.wav --url http://{gw.host}:{gw.port}")
+        print(f"  open http://{reach}:{gw.port}/ and press Start to talk to the agent")
+        print(f"  or:  voxray call --wav tests/data/speech/s03.wav --url http://{reach}:{gw.port}")
+        print(f"  gateway metrics: http://{reach}:{gw.port}/metrics")
     print(f"  gRPC (Serve proxy): {endpoints.grpc}  applications: "
           f"{', '.join(a.name for a in config.applications)}")
     if endpoints.metrics:
