@@ -12,8 +12,13 @@ from deployments.llm.conversation import Message, check_messages, fit_context, s
 ARGS = LlmArgs(system_prompt="Be brief.")
 
 
+def encode(messages: list[Message]) -> list[int]:
+    """A stand-in tokenizer: a token per word, 3 per message for the template."""
+    return [0] * sum(len(m.content.split()) + 3 for m in messages)
+
+
 def words(messages: list[Message]) -> int:
-    return sum(len(m.content.split()) + 3 for m in messages)
+    return len(encode(messages))
 
 
 def test_system_prompt_is_put_first_unless_the_client_sends_one() -> None:
@@ -49,21 +54,22 @@ def conversation(turns: int) -> list[Message]:
 
 def test_fits_by_dropping_the_oldest_whole_turns() -> None:
     msgs = conversation(6)
-    assert fit_context(msgs, words, 10_000).dropped == 0
+    assert fit_context(msgs, encode, 10_000).dropped == 0
     budget = words(msgs) - 20  # one turn too many
-    fitted = fit_context(msgs, words, budget)
+    fitted = fit_context(msgs, encode, budget)
     assert fitted.dropped == 2
     assert fitted.messages[0].role == "system"
     assert fitted.messages[1].content.startswith("question 1")
     assert words(fitted.messages) <= budget
-    tight = fit_context(msgs, words, 12)
+    assert fitted.prompt_ids == encode(fitted.messages)
+    tight = fit_context(msgs, encode, 12)
     assert [m.content for m in tight.messages] == ["Be brief.", "last question"]
     assert tight.dropped == 12
 
 
 def test_a_last_message_bigger_than_the_context_is_out_of_range() -> None:
     with pytest.raises(StageError, match="take 10 tokens") as e:
-        fit_context(conversation(2), words, 8)
+        fit_context(conversation(2), encode, 8)
     assert e.value.code == grpc.StatusCode.OUT_OF_RANGE
 
 

@@ -40,6 +40,7 @@ class FittedConversation:
     messages: list[Message]
     # Oldest turns left out so the prompt and max_tokens fit the context.
     dropped: int
+    prompt_ids: list[int]
 
 
 def check_messages(messages: Sequence[Message], args: LlmArgs) -> list[Message]:
@@ -69,34 +70,39 @@ def check_messages(messages: Sequence[Message], args: LlmArgs) -> list[Message]:
 
 
 def fit_context(
-    messages: list[Message], count_tokens: Callable[[list[Message]], int],
+    messages: list[Message], encode: Callable[[list[Message]], list[int]],
     budget: int,
 ) -> FittedConversation:
     """Drop the oldest whole turns until the prompt takes at most `budget` tokens.
 
     A turn starts at a user message, so the history stays user/assistant
     alternating; the system prompt and the last user message always stay.
+    `encode` renders and tokenizes a conversation; the prompt that fits is
+    returned, so it is not encoded again.
     """
     head = messages[:1] if messages[0].role == "system" else []
     body = messages[len(head):]
-    if count_tokens(messages) <= budget:
-        return FittedConversation(messages, 0)
+    ids = encode(messages)
+    if len(ids) <= budget:
+        return FittedConversation(messages, 0, ids)
     starts = [i for i, m in enumerate(body) if m.role == "user" and i > 0]
     # Binary search the earliest turn start that fits: fewer dropped is better.
     lo, hi = 0, len(starts) - 1
-    best: int | None = None
+    best: tuple[int, list[int]] | None = None
     while lo <= hi:
         mid = (lo + hi) // 2
-        if count_tokens(head + body[starts[mid]:]) <= budget:
-            best, hi = mid, mid - 1
+        ids = encode(head + body[starts[mid]:])
+        if len(ids) <= budget:
+            best, hi = (mid, ids), mid - 1
         else:
             lo = mid + 1
     if best is None:
-        need = count_tokens(head + body[-1:])
+        need = len(encode(head + body[-1:]))
         raise StageError(grpc.StatusCode.OUT_OF_RANGE,
                          f"the system prompt and last message take {need} tokens; "
                          f"with max_tokens the context leaves room for {budget}")
-    return FittedConversation(head + body[starts[best]:], starts[best])
+    start = starts[best[0]]
+    return FittedConversation(head + body[start:], start, best[1])
 
 
 def sampling_for(args: LlmArgs, temperature: float | None, top_p: float | None,

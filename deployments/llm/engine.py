@@ -120,9 +120,6 @@ class VllmEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         log.info("vLLM engine for %s ready in %.1f s", Path(path).name, time.monotonic() - t0)
 
-    def count_tokens(self, messages: list[Message]) -> int:
-        return len(self.prompt_ids(messages))
-
     def prompt_ids(self, messages: list[Message]) -> list[int]:
         text = self.tokenizer.apply_chat_template(
             [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from deployments.llm.config import LlmArgs
 from deployments.llm.conversation import (
-    FittedConversation,
     Message,
     Sampling,
     check_messages,
@@ -42,14 +41,10 @@ class LlmService:
         turns = check_messages(messages, self.args)
         budget = self.args.max_model_len - sampling.max_tokens
 
-        def work() -> tuple[FittedConversation, list[int]]:
-            fitted = fit_context(turns, self.engine.count_tokens, budget)
-            return fitted, self.engine.prompt_ids(fitted.messages)
-
-        fitted, ids = await asyncio.to_thread(work)
+        fitted = await asyncio.to_thread(fit_context, turns, self.engine.prompt_ids, budget)
         if fitted.dropped:
             log.info("dropped %d oldest messages to fit %d tokens", fitted.dropped, budget)
-        return Prepared(ids, sampling, fitted.dropped)
+        return Prepared(fitted.prompt_ids, sampling, fitted.dropped)
 
     def sampling(self, o: llm_pb2.SamplingOverrides) -> Sampling:
         return sampling_for(
