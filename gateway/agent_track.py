@@ -7,15 +7,14 @@ span it speaks, and a segment counts as heard once its last sample went out.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamTrack
+
+from gateway.paced_track import PacedAudioTrack
 
 RATE = 24_000
 FRAME = RATE // 50  # 20 ms
@@ -31,16 +30,12 @@ class Segment:
     pos: int = 0  # samples already sent
 
 
-class AgentAudioTrack(MediaStreamTrack):
-    kind = "audio"
-
+class AgentAudioTrack(PacedAudioTrack):
     def __init__(self, on_first_audible: Callable[[int, float], None] | None = None) -> None:
-        super().__init__()
+        super().__init__(RATE)
         self._queue: deque[Segment] = deque()
         self._drained: dict[int, asyncio.Future[None]] = {}
         self._paused = False
-        self._start: float | None = None
-        self._pts = 0
         self._on_first_audible = on_first_audible
         self._audible_turns: set[int] = set()
         self.heard: dict[int, int] = {}  # turn -> characters heard so far
@@ -115,15 +110,8 @@ class AgentAudioTrack(MediaStreamTrack):
                     self._settle(seg.turn)
         return out, turn
 
-    async def recv(self) -> av.AudioFrame:
-        # Pace on the wall clock: the sender must not run ahead or fall behind.
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME
-            await asyncio.sleep(max(0.0, self._start + self._pts / RATE - time.monotonic()))
+    def next_frame(self, now: float) -> np.ndarray:
         pcm, turn = self._next_samples()
-        now = time.monotonic()
         if turn is not None and np.abs(pcm).max() > AUDIBLE:
             self.last_audio_at = now
             if turn not in self._audible_turns:
@@ -132,8 +120,4 @@ class AgentAudioTrack(MediaStreamTrack):
                     self._on_first_audible(turn, now)
         x = pcm.astype(np.float32) / 32768.0
         self._levels.append((now, float(10 * np.log10(np.mean(x * x) + 1e-10))))
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        return frame
+        return pcm

@@ -24,6 +24,13 @@ def save(out: str, pcm: np.ndarray, transcript: str, lines: list[str]) -> None:
 
 async def call(wavs: list[str], url: str, out: str, transcript: str, token: str | None,
                loopback: bool) -> int:
+    utterances = []
+    for wav in wavs:
+        try:
+            utterances.append(load_48k(wav))
+        except Exception as e:  # av raises its own errors for unreadable files
+            print(f"voxray call: cannot read {wav}: {e}", file=sys.stderr)
+            return 2
     if loopback:
         offer_only(["127.0.0.1"])
     caller = Caller(url, token=token)
@@ -35,8 +42,8 @@ async def call(wavs: list[str], url: str, out: str, transcript: str, token: str 
     lines: list[str] = []
     replies: list[np.ndarray] = []
     try:
-        for i, wav in enumerate(wavs, 1):
-            turn = await speak_turn(caller, load_48k(wav))
+        for i, pcm in enumerate(utterances, 1):
+            turn = await speak_turn(caller, pcm)
             if not turn.gateway:
                 errors = [e.get("message") for e in caller.events if e["type"] == "error"]
                 print(f"turn {i}: no reply ({'; '.join(map(str, errors)) or 'timed out'})")

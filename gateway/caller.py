@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,22 +21,19 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway.asr_cli import last_voiced_sample
+from gateway.paced_track import PacedAudioTrack
 
 RATE = 48_000
 FRAME = RATE // 50
 AUDIBLE = 328
 
 
-class SpeakerTrack(MediaStreamTrack):
+class SpeakerTrack(PacedAudioTrack):
     """The caller's microphone: queued utterances, silence in between, paced 20 ms frames."""
 
-    kind = "audio"
-
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(RATE)
         self._pending: np.ndarray = np.zeros(0, np.int16)
-        self._start: float | None = None
-        self._pts = 0
         self._marks: list[tuple[int, asyncio.Future[float]]] = []  # (sample, when sent)
         self._sent = 0  # samples sent so far
 
@@ -56,27 +52,17 @@ class SpeakerTrack(MediaStreamTrack):
     def busy(self) -> bool:
         return len(self._pending) > 0
 
-    async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME
-            await asyncio.sleep(max(0.0, self._start + self._pts / RATE - time.monotonic()))
+    def next_frame(self, now: float) -> np.ndarray:
         pcm = np.zeros(FRAME, np.int16)
         take = min(FRAME, len(self._pending))
         pcm[:take] = self._pending[:take]
         self._pending = self._pending[take:]
         self._sent += FRAME
-        now = time.monotonic()
         for mark in [m for m in self._marks if m[0] <= self._sent]:
             self._marks.remove(mark)
             if not mark[1].done():
                 mark[1].set_result(now - (self._sent - mark[0]) / RATE)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        return frame
+        return pcm
 
 
 @dataclass

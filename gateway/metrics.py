@@ -1,8 +1,19 @@
-"""The gateway's Prometheus metrics (served on its own /metrics)."""
+"""The gateway's Prometheus metrics (served on its own /metrics).
+
+Sessions compute nothing for them: `observe` watches the events a session
+sends its client and records what they carry.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway import events as ev
+
+STAGES = ("end_of_turn", "asr_final", "llm_first_token", "tts_first_audio")
+# event type -> turn outcome
+OUTCOMES = {"agent_done": "completed", "interrupted": "interrupted",
+            "agent_resumed": "backchannel"}
 
 MS = (50, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000, 3000, 5000, 10000)
 
@@ -24,3 +35,15 @@ class GatewayMetrics:
                              registry=r)
         self.turns = Counter("voxray_turns_total", "Agent turns by outcome", ["outcome"],
                              registry=r)
+
+    def observe(self, event: ev.Event) -> None:
+        if isinstance(event, ev.TurnMetrics):
+            self.ttfat.observe(event.ttfat_ms)
+            for stage in STAGES:
+                self.stage.labels(stage).observe(getattr(event, f"{stage}_ms"))
+        elif event.type == "agent_paused" and isinstance(event, ev.Info):
+            self.barge_in_stop.observe(float(event.detail["stop_ms"]))
+        elif event.type == "error" and isinstance(event, ev.Info):
+            self.turns.labels(f"failed_{event.detail.get('stage', 'unknown')}").inc()
+        if event.type in OUTCOMES:
+            self.turns.labels(OUTCOMES[event.type]).inc()

@@ -22,10 +22,9 @@ from gateway.agent_track import AgentAudioTrack
 from gateway.agent_turn import Reply, run_reply
 from gateway.asr_client import AsrStream
 from gateway.audio_in import InChunk, chunks_16k
-from gateway.barge_in import BargeInParams, is_backchannel, may_be_user
+from gateway.barge_in import is_backchannel, may_be_user
 from gateway.config import GatewayConfig
-from gateway.metrics import GatewayMetrics
-from gateway.turns import SpeechEnded, SpeechStarted, TurnDetector, TurnParams
+from gateway.turns import SpeechEnded, SpeechStarted, TurnDetector
 from gateway.vad import CHUNK, SAMPLE_RATE, SileroVad
 
 log = logging.getLogger(__name__)
@@ -33,24 +32,19 @@ log = logging.getLogger(__name__)
 
 class PipelineSession:
     def __init__(self, config: GatewayConfig, channel: grpc.aio.Channel,
-                 send: Callable[[ev.Event], None], metrics: GatewayMetrics) -> None:
+                 send: Callable[[ev.Event], None]) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.cfg = config
         self.channel = channel
         self.send = send
-        self.metrics = metrics
         self.track = AgentAudioTrack(on_first_audible=self._first_audible)
         self.history: list[tuple[str, str]] = []
         self.last_voice_at = time.monotonic()
-        t, b = config.turn, config.barge_in
-        self.turns = TurnDetector(TurnParams(t.threshold, t.release, t.min_speech_ms,
-                                             t.end_silence_ms))
-        self.barge = BargeInParams(b.interrupt_after_ms, b.backchannel_max_words,
-                                   echo_margin_db=b.echo_margin_db,
-                                   threshold_while_speaking=b.threshold_while_speaking)
+        self.turns = TurnDetector(config.turn)
+        self.barge = config.barge_in
         self.vad = SileroVad()
-        self._preroll: deque[InChunk] = deque(maxlen=max(1, t.preroll_ms * SAMPLE_RATE
-                                                          // 1000 // CHUNK))
+        self._preroll: deque[InChunk] = deque(
+            maxlen=max(1, config.turn.preroll_ms * SAMPLE_RATE // 1000 // CHUNK))
         self._asr: AsrStream | None = None
         self._asr_delta = 0  # ASR timeline sample - session timeline sample
         self._sending_asr = False
@@ -137,7 +131,6 @@ class PipelineSession:
             self._barge_started = self._arrivals.get(event.start_sample + CHUNK,
                                                      self._preroll[-1].arrived)
             stop_ms = (time.monotonic() - self._barge_started) * 1000
-            self.metrics.barge_in_stop.observe(stop_ms)
             self.send(ev.Info("agent_paused", "user speech over the agent",
                               {"stop_ms": round(stop_ms, 1)}))
 
@@ -186,7 +179,6 @@ class PipelineSession:
         if pending_barge and (not text or is_backchannel(text, self.barge)):
             self._barge_started = None
             self.track.resume()
-            self.metrics.turns.labels("backchannel").inc()
             self.send(ev.Info("agent_resumed", "backchannel, not an interruption",
                               {"heard": text}))
             return
@@ -213,11 +205,9 @@ class PipelineSession:
                 self.history.append(("assistant", reply.text))
                 await self.track.played(turn)
                 if self._reply is reply:  # not interrupted
-                    self.metrics.turns.labels("completed").inc()
                     self.send(ev.Info("agent_done", "the answer has been played", {"turn": turn}))
             except grpc.aio.AioRpcError as e:
                 self.send(ev.error("reply", f"{e.code().name}: {e.details()}"))
-                self.metrics.turns.labels("failed").inc()
                 if self.history and self.history[-1][0] == "user":
                     self.history.pop()  # keep user/assistant alternation for the next turn
 
@@ -237,7 +227,6 @@ class PipelineSession:
             self.history.pop()  # the reply was all generated, but not all heard
         if heard:
             self.history.append(("assistant", heard))
-        self.metrics.turns.labels("interrupted").inc()
         self.send(ev.Interrupted("interrupted", reply.turn, heard))
         self._reply = None
 
@@ -255,7 +244,4 @@ class PipelineSession:
             llm_first_token_ms=(t.llm_first_token - t.started) * 1000,
             tts_first_audio_ms=(t.tts_first_audio - t.llm_first_token) * 1000,
             playout_ms=(sent_at - t.tts_first_audio) * 1000)
-        self.metrics.ttfat.observe(m.ttfat_ms)
-        for stage in ("end_of_turn", "asr_final", "llm_first_token", "tts_first_audio"):
-            self.metrics.stage.labels(stage).observe(getattr(m, f"{stage}_ms"))
         self.send(m)

@@ -134,6 +134,7 @@ class Gateway:
         early: list[str] = []  # events before the client's data channel is open
 
         def send(event: ev.Event) -> None:
+            self.metrics.observe(event)
             open_channels = [dc for dc in channels if getattr(dc, "readyState", "") == "open"]
             if not open_channels:
                 early.append(event.json())
@@ -142,7 +143,7 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     dc.send(event.json())  # type: ignore[attr-defined]
 
-        session = PipelineSession(self.cfg, self.channel, send, self.metrics)
+        session = PipelineSession(self.cfg, self.channel, send)
         call = Call(pc, session)
         mic: list[MediaStreamTrack] = []
 

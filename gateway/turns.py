@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.config import TurnConfig
 from gateway.vad import CHUNK, SAMPLE_RATE
 
 
@@ -25,16 +26,8 @@ class SpeechEnded:
 TurnEvent = SpeechStarted | SpeechEnded
 
 
-@dataclass
-class TurnParams:
-    threshold: float = 0.5  # a chunk is voiced at or above this probability
-    release: float = 0.35  # ...and stays voiced (hysteresis) down to this, once speech began
-    min_speech_ms: int = 64  # voiced this long before speech counts as started
-    end_silence_ms: int = 240  # silence this long after speech ends the turn
-
-
 class TurnDetector:
-    def __init__(self, params: TurnParams) -> None:
+    def __init__(self, params: TurnConfig) -> None:
         self.p = params
         self._voiced_run = 0
         self._run_start = 0

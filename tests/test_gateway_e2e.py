@@ -64,6 +64,11 @@ async def test_two_turn_conversation_over_webrtc(gateway: tuple[Gateway, str],
         assert wer(" ".join(said_words[:len(heard.split())]), heard) <= 0.4, (said_words, heard)
         (session,) = [c.session for c in gw.calls.values()]
         assert [r for r, _ in session.history] == ["user", "assistant"] * 2
+        # observed into Prometheus from the session's events
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
+            text = await res.text()
+        assert "voxray_ttfat_ms_count 2.0" in text
+        assert 'voxray_turns_total{outcome="completed"} 2.0' in text
     finally:
         await caller.hang_up()
     await asyncio.sleep(0.5)
