@@ -52,3 +52,14 @@ class Stamper:
                                sent_unix_ns=time.time_ns(), reply_to_seq=reply_to_seq)
         self._seq += 1
         return meta
+
+
+def stream_outcome(error: BaseException | None) -> str:
+    """How a stream ended, for metrics: OK, a StageError's code, CANCELLED or INTERNAL."""
+    if error is None:
+        return "OK"
+    if isinstance(error, StageError):
+        return error.code.name
+    if isinstance(error, GeneratorExit | StopAsyncIteration):
+        return "CANCELLED"
+    return "INTERNAL"

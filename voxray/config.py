@@ -187,10 +187,12 @@ ArgsValidator = Callable[[dict[str, Any]], BaseModel]
 def _stage_validators() -> dict[str, type[BaseModel]]:
     from deployments.asr.config import AsrArgs
     from deployments.llm.config import LlmArgs
+    from deployments.moshi.config import MoshiArgs
     from deployments.tts.config import TtsArgs
 
     return {"deployments.asr.deployment:build_app": AsrArgs,
             "deployments.llm.deployment:build_app": LlmArgs,
+            "deployments.moshi.deployment:build_app": MoshiArgs,
             "deployments.tts.deployment:build_app": TtsArgs}
 
 
@@ -219,12 +221,21 @@ def load_config(
         if model is None:
             continue
         try:
-            model.model_validate(app.args)
+            args = model.model_validate(app.args)
         except ValidationError as e:
             wrapped = {"applications": data["applications"]}
             msg = format_validation_error(e, app.args, source)
             prefix = _label(("applications", i, "args"), wrapped)
             raise ConfigError(msg.replace("\n  ", f"\n  {prefix}.")) from None
+        # A stage whose args fix a deployment option says so (Moshi: slots).
+        fixed = getattr(args, "fixed_deployment_options", dict)()
+        for d in app.deployments:
+            for key, want in fixed.get(d.name, {}).items():
+                got = getattr(d, key)
+                if got is not None and got != want:
+                    raise ConfigError(
+                        f"{source}: invalid configuration\n  applications[{app.name}].deployments"
+                        f"[{d.name}].{key}: must be {want} (from the app's args) or unset, not {got}")
     return config
 
 

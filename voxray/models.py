@@ -189,4 +189,12 @@ def prepare_all(directory: Path) -> list[Path]:
         prepare_whisper_base(directory / "whisper-base"),
         prepare_whisper_tiny_en(directory / "whisper-tiny.en"),
         prepare_kokoro(directory / "kokoro-v1.0"),
+        prepare_moshi_tiny(directory / "moshi-tiny"),
     ]
+
+
+def prepare_moshi_tiny(dst: Path) -> Path:
+    """A randomly initialised, scaled-down Moshi: no registry ships Moshi weights."""
+    from deployments.moshi.checkpoint import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(dst)

@@ -13,7 +13,7 @@ from types import TracebackType
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
-from deployments.errors import StageError
+from deployments.serving import stream_outcome
 from voxray.v1 import asr_pb2
 
 LATENCY_MS: list[float] = [5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000]
@@ -66,12 +66,4 @@ class StreamObserver:
                  tb: TracebackType | None) -> None:
         self._m._active -= 1
         self._m.active.set(self._m._active)
-        if e is None:
-            code = "OK"
-        elif isinstance(e, StageError):
-            code = e.code.name
-        elif isinstance(e, GeneratorExit | StopAsyncIteration):
-            code = "CANCELLED"
-        else:
-            code = "INTERNAL"
-        self._m.ended.inc(tags={"code": code})
+        self._m.ended.inc(tags={"code": stream_outcome(e)})

@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from voxray.v1 import common_pb2 as voxray_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15voxray/v1/moshi.proto\x12\tvoxray.v1\x1a\x16voxray/v1/common.proto\"\x9b\x01\n\nMoshiStart\x12\x13\n\x0bsample_rate\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x1d\n\x10text_temperature\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x13\n\x11_text_temperatureB\x07\n\x05_seed\"G\n\nMoshiFrame\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x04\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.voxray.v1.AudioChunk\".\n\nMoshiReady\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\r\"\x7f\n\x0bMoshiOutput\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x04\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.voxray.v1.AudioChunk\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\ntext_token\x18\x04 \x01(\x05\x12\x13\n\x0blate_frames\x18\x05 \x01(\r\"\x85\x01\n\x0cMoshiRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12&\n\x05start\x18\x02 \x01(\x0b\x32\x15.voxray.v1.MoshiStartH\x00\x12&\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x15.voxray.v1.MoshiFrameH\x00\x42\x06\n\x04kind\"\x85\x01\n\nMoshiEvent\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12&\n\x05ready\x18\x02 \x01(\x0b\x32\x15.voxray.v1.MoshiReadyH\x00\x12(\n\x06output\x18\x03 \x01(\x0b\x32\x16.voxray.v1.MoshiOutputH\x00\x42\x06\n\x04kind2G\n\x05Moshi\x12>\n\x08\x43onverse\x12\x17.voxray.v1.MoshiRequest\x1a\x15.voxray.v1.MoshiEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15voxray/v1/moshi.proto\x12\tvoxray.v1\x1a\x16voxray/v1/common.proto\"!\n\nMoshiStart\x12\x13\n\x0bsample_rate\x18\x01 \x01(\r\"G\n\nMoshiFrame\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x04\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.voxray.v1.AudioChunk\"K\n\nMoshiReady\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x1b\n\x13max_buffered_frames\x18\x03 \x01(\r\"\xab\x01\n\x0bMoshiOutput\x12\x0c\n\x04tick\x18\x01 \x01(\x04\x12$\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x15.voxray.v1.AudioChunk\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\ntext_token\x18\x04 \x01(\x05\x12\x19\n\x11input_frame_index\x18\x05 \x01(\x03\x12\x13\n\x0blate_frames\x18\x06 \x01(\r\x12\x16\n\x0e\x64ropped_frames\x18\x07 \x01(\r\"\x85\x01\n\x0cMoshiRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12&\n\x05start\x18\x02 \x01(\x0b\x32\x15.voxray.v1.MoshiStartH\x00\x12&\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x15.voxray.v1.MoshiFrameH\x00\x42\x06\n\x04kind\"\x85\x01\n\nMoshiEvent\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12&\n\x05ready\x18\x02 \x01(\x0b\x32\x15.voxray.v1.MoshiReadyH\x00\x12(\n\x06output\x18\x03 \x01(\x0b\x32\x16.voxray.v1.MoshiOutputH\x00\x42\x06\n\x04kind2G\n\x05Moshi\x12>\n\x08\x43onverse\x12\x17.voxray.v1.MoshiRequest\x1a\x15.voxray.v1.MoshiEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxray.v1.moshi_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MOSHISTART']._serialized_start=61
-  _globals['_MOSHISTART']._serialized_end=216
-  _globals['_MOSHIFRAME']._serialized_start=218
-  _globals['_MOSHIFRAME']._serialized_end=289
-  _globals['_MOSHIREADY']._serialized_start=291
-  _globals['_MOSHIREADY']._serialized_end=337
-  _globals['_MOSHIOUTPUT']._serialized_start=339
-  _globals['_MOSHIOUTPUT']._serialized_end=466
-  _globals['_MOSHIREQUEST']._serialized_start=469
-  _globals['_MOSHIREQUEST']._serialized_end=602
-  _globals['_MOSHIEVENT']._serialized_start=605
-  _globals['_MOSHIEVENT']._serialized_end=738
-  _globals['_MOSHI']._serialized_start=740
-  _globals['_MOSHI']._serialized_end=811
+  _globals['_MOSHISTART']._serialized_start=60
+  _globals['_MOSHISTART']._serialized_end=93
+  _globals['_MOSHIFRAME']._serialized_start=95
+  _globals['_MOSHIFRAME']._serialized_end=166
+  _globals['_MOSHIREADY']._serialized_start=168
+  _globals['_MOSHIREADY']._serialized_end=243
+  _globals['_MOSHIOUTPUT']._serialized_start=246
+  _globals['_MOSHIOUTPUT']._serialized_end=417
+  _globals['_MOSHIREQUEST']._serialized_start=420
+  _globals['_MOSHIREQUEST']._serialized_end=553
+  _globals['_MOSHIEVENT']._serialized_start=556
+  _globals['_MOSHIEVENT']._serialized_end=689
+  _globals['_MOSHI']._serialized_start=691
+  _globals['_MOSHI']._serialized_end=762
 # @@protoc_insertion_point(module_scope)

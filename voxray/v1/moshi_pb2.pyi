@@ -7,16 +7,10 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MoshiStart(_message.Message):
-    __slots__ = ("sample_rate", "temperature", "text_temperature", "seed")
+    __slots__ = ("sample_rate",)
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
-    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
-    TEXT_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
-    SEED_FIELD_NUMBER: _ClassVar[int]
     sample_rate: int
-    temperature: float
-    text_temperature: float
-    seed: int
-    def __init__(self, sample_rate: _Optional[int] = ..., temperature: _Optional[float] = ..., text_temperature: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    def __init__(self, sample_rate: _Optional[int] = ...) -> None: ...
 
 class MoshiFrame(_message.Message):
     __slots__ = ("frame_index", "audio")
@@ -27,26 +21,32 @@ class MoshiFrame(_message.Message):
     def __init__(self, frame_index: _Optional[int] = ..., audio: _Optional[_Union[_common_pb2.AudioChunk, _Mapping]] = ...) -> None: ...
 
 class MoshiReady(_message.Message):
-    __slots__ = ("replica_id", "slot")
+    __slots__ = ("replica_id", "slot", "max_buffered_frames")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
+    MAX_BUFFERED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     slot: int
-    def __init__(self, replica_id: _Optional[str] = ..., slot: _Optional[int] = ...) -> None: ...
+    max_buffered_frames: int
+    def __init__(self, replica_id: _Optional[str] = ..., slot: _Optional[int] = ..., max_buffered_frames: _Optional[int] = ...) -> None: ...
 
 class MoshiOutput(_message.Message):
-    __slots__ = ("frame_index", "audio", "text", "text_token", "late_frames")
-    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("tick", "audio", "text", "text_token", "input_frame_index", "late_frames", "dropped_frames")
+    TICK_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     LATE_FRAMES_FIELD_NUMBER: _ClassVar[int]
-    frame_index: int
+    DROPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    tick: int
     audio: _common_pb2.AudioChunk
     text: str
     text_token: int
+    input_frame_index: int
     late_frames: int
-    def __init__(self, frame_index: _Optional[int] = ..., audio: _Optional[_Union[_common_pb2.AudioChunk, _Mapping]] = ..., text: _Optional[str] = ..., text_token: _Optional[int] = ..., late_frames: _Optional[int] = ...) -> None: ...
+    dropped_frames: int
+    def __init__(self, tick: _Optional[int] = ..., audio: _Optional[_Union[_common_pb2.AudioChunk, _Mapping]] = ..., text: _Optional[str] = ..., text_token: _Optional[int] = ..., input_frame_index: _Optional[int] = ..., late_frames: _Optional[int] = ..., dropped_frames: _Optional[int] = ...) -> None: ...
 
 class MoshiRequest(_message.Message):
     __slots__ = ("meta", "start", "frame")
