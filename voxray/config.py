@@ -228,14 +228,14 @@ def load_config(
             prefix = _label(("applications", i, "args"), wrapped)
             raise ConfigError(msg.replace("\n  ", f"\n  {prefix}.")) from None
         # A stage whose args fix a deployment option says so (Moshi: slots).
-        fixed = getattr(args, "fixed_deployment_options", dict)()
+        fixed: dict[str, dict[str, Any]] = getattr(args, "fixed_deployment_options", dict)()
         for d in app.deployments:
             for key, want in fixed.get(d.name, {}).items():
                 got = getattr(d, key)
                 if got is not None and got != want:
-                    raise ConfigError(
-                        f"{source}: invalid configuration\n  applications[{app.name}].deployments"
-                        f"[{d.name}].{key}: must be {want} (from the app's args) or unset, not {got}")
+                    where = f"applications[{app.name}].deployments[{d.name}].{key}"
+                    raise ConfigError(f"{source}: invalid configuration\n  {where}: must be "
+                                      f"{want} (from the app's args) or unset, not {got}")
     return config
 
 
