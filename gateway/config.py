@@ -54,5 +54,7 @@ class GatewayConfig(BaseModel):
     ice_addresses: list[str] = Field(default_factory=list)
     max_sdp_bytes: int = Field(64_000, ge=1000)
     voice: str = "af_heart"
+    # Duplex mode: how long signalling waits for a free Moshi slot before a 503.
+    duplex_connect_s: float = Field(10.0, gt=0, le=120)
     turn: TurnConfig = Field(default_factory=TurnConfig)
     barge_in: BargeInConfig = Field(default_factory=BargeInConfig)

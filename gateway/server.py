@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from aiohttp import web
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import events as ev
 from gateway.config import GatewayConfig
+from gateway.duplex import DuplexSession, DuplexUnavailable, SessionEnded
 from gateway.ice import offer_only
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import PipelineSession
@@ -30,10 +32,30 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
 
+class Session(Protocol):
+    """What the gateway needs of a session, pipeline or duplex."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def track(self) -> MediaStreamTrack: ...
+
+    @property
+    def last_voice_at(self) -> float: ...
+
+    def send(self, event: ev.Event) -> None: ...
+
+    async def run(self, mic: MediaStreamTrack) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass
 class Call:
     pc: RTCPeerConnection
-    session: PipelineSession
+    session: Session
+    mode: str
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     reason: str = "hangup"
@@ -98,9 +120,6 @@ class Gateway:
         mode = request.query.get("mode", "pipeline")
         if mode not in ("pipeline", "duplex"):
             return web.Response(status=400, text=f"unknown mode {mode!r}: pipeline or duplex\n")
-        if mode == "duplex":
-            self.metrics.refused.labels("duplex_unavailable").inc()
-            return web.Response(status=501, text="duplex mode is not deployed on this gateway\n")
         if len(self.calls) >= self.cfg.max_sessions:
             self.metrics.refused.labels("full").inc()
             return web.Response(status=503, text="gateway is full; try again later\n",
@@ -109,7 +128,12 @@ class Gateway:
         if "m=audio" not in sdp:
             return web.Response(status=400, text="the offer has no audio media section\n")
         try:
-            answer, location = await self._answer(sdp)
+            answer, location = await self._answer(sdp, mode)
+        except DuplexUnavailable as e:
+            self.metrics.refused.labels("duplex_full" if e.retry_after_s else "duplex_unavailable"
+                                        ).inc()
+            retry = {"Retry-After": str(e.retry_after_s)} if e.retry_after_s else {}
+            return web.Response(status=503, text=f"{e}\n", headers=retry)
         except Exception as e:  # aiortc raises ValueError and others on a bad offer
             log.info("bad offer: %s", e)
             return web.Response(status=400, text=f"cannot use this SDP offer: {e}\n")
@@ -127,7 +151,7 @@ class Gateway:
 
     # -- sessions --------------------------------------------------------------------------
 
-    async def _answer(self, sdp: str) -> tuple[str, str]:
+    async def _answer(self, sdp: str, mode: str) -> tuple[str, str]:
         assert self.channel is not None
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         channels: list[object] = []
@@ -143,8 +167,12 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     dc.send(event.json())  # type: ignore[attr-defined]
 
-        session = PipelineSession(self.cfg, self.channel, send)
-        call = Call(pc, session)
+        session: PipelineSession | DuplexSession
+        if mode == "duplex":
+            session = DuplexSession(self.cfg, self.channel, send)
+        else:
+            session = PipelineSession(self.cfg, self.channel, send)
+        call = Call(pc, session, mode)
         mic: list[MediaStreamTrack] = []
 
         @pc.on("datachannel")
@@ -171,17 +199,22 @@ class Gateway:
                 raise ValueError("no audio track in the offer")
             pc.addTrack(session.track)
             await pc.setLocalDescription(await pc.createAnswer())
-        except Exception:
+            if isinstance(session, DuplexSession):
+                await session.connect()  # holds a Moshi slot from here on
+        except BaseException:
+            await session.close()
             await pc.close()
             raise
         self.calls[session.id] = call
-        self.metrics.sessions.labels("pipeline").inc()
+        self.metrics.sessions.labels(mode).inc()
         call.task = asyncio.create_task(self._run(call, mic[0]))
         return pc.localDescription.sdp, f"/whip/{session.id}"
 
     async def _run(self, call: Call, mic: MediaStreamTrack) -> None:
         try:
             await call.session.run(mic)
+        except SessionEnded as e:
+            call.reason = str(e)
         except Exception:
             log.exception("session %s failed", call.session.id)
             call.reason = "internal error"
@@ -193,7 +226,7 @@ class Gateway:
         if call is None:
             return
         call.reason = reason
-        self.metrics.sessions.labels("pipeline").dec()
+        self.metrics.sessions.labels(call.mode).dec()
         self.metrics.ended.labels(reason.split(":")[0]).inc()
         call.session.send(ev.Info("session_ended", reason))
         await call.session.close()

@@ -1,0 +1,112 @@
+"""Duplex mode as a user meets it: a WebRTC call to the gateway, talking with Moshi
+(the tiny random model on the local cluster). Every packet stays on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import grpc
+import numpy as np
+import pytest
+from aiohttp import web
+from ray import serve
+
+from gateway.caller import RATE, Caller, load_48k
+from gateway.config import GatewayConfig
+from gateway.moshi_client import MoshiStream
+from gateway.server import Gateway
+from voxray import runtime
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
+    config = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"],
+                           duplex_connect_s=2.0)
+    gw = Gateway(config, serve_grpc)
+    runner = web.AppRunner(gw.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", config.port).start()
+    yield gw, f"http://127.0.0.1:{config.port}"
+    await runner.cleanup()
+
+
+async def slots_in_use() -> int:
+    handle = serve.get_deployment_handle("MoshiDeployment", app_name="moshi")
+    return int(await handle.slots_in_use.remote())
+
+
+async def until(check: object, within_s: float = 10.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not await check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_duplex_call_through_the_gateway(gateway: tuple[Gateway, str]) -> None:
+    gw, url = gateway
+    caller = Caller(url, mode="duplex")
+    await caller.connect()
+    try:
+        ready = await caller.wait_event("duplex_ready", within_s=5)
+        assert ready["detail"]["slot"] in range(4)
+        assert await slots_in_use() == 1
+        (call,) = gw.calls.values()
+        assert call.mode == "duplex"
+        started = time.monotonic()
+        caller.mic.say(load_48k("tests/data/speech/s11.wav"))
+        await asyncio.sleep(3.0)
+        # Moshi talks while the user talks: its audio arrives paced, with no turn-taking.
+        heard = caller.heard.pcm(since=started)
+        assert len(heard) > 2 * RATE
+        voiced = np.abs(heard.astype(np.int32)) > 300
+        assert voiced.mean() > 0.3  # the random model babbles loudly
+        first = caller.heard.first_audible_after(started)
+        assert first is not None and first - started < 1.5
+        texts = [e for e in caller.events if e["type"] == "agent_text"]
+        assert texts and all(isinstance(e["text"], str) for e in texts)
+        assert not [e for e in caller.events if e["type"] in ("partial", "final", "turn_metrics")]
+        assert call.session.track.underruns <= 3  # type: ignore[attr-defined]
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
+            assert 'voxray_sessions{mode="duplex"} 1.0' in await res.text()
+    finally:
+        await caller.hang_up()
+    await until(lambda: _no_calls(gw))
+    await until(lambda: _slots(0))
+
+
+async def test_duplex_refused_when_every_slot_is_taken(gateway: tuple[Gateway, str],
+                                                       serve_grpc: str) -> None:
+    gw, url = gateway
+    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+        holders = [await MoshiStream(ch, f"hold-{i}").__aenter__() for i in range(4)]
+        queued = [asyncio.create_task(MoshiStream(ch, f"queued-{i}", ready_within_s=60)
+                                      .__aenter__()) for i in range(4)]
+        try:
+            await asyncio.sleep(0.5)
+            for _ in range(2):  # Serve's queue is full: refused at once; waiting in it: timed out
+                started = time.monotonic()
+                with pytest.raises(ConnectionError, match="503: every duplex slot is busy"):
+                    await Caller(url, mode="duplex").connect()
+                assert time.monotonic() - started < 5
+                queued.pop().cancel()
+                await asyncio.sleep(0.3)
+            assert not gw.calls
+        finally:
+            for q in queued:
+                q.cancel()
+            for h in holders:
+                h.cancel()
+    await until(lambda: _slots(0))
+
+
+async def _no_calls(gw: Gateway) -> bool:
+    return not gw.calls
+
+
+async def _slots(n: int) -> bool:
+    return await slots_in_use() == n
