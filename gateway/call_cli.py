@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -61,4 +62,43 @@ async def call(wavs: list[str], url: str, out: str, transcript: str, token: str 
         await caller.hang_up()
     await asyncio.to_thread(save, out, np.concatenate(replies), transcript, lines)
     print(f"reply audio: {out}; transcript: {transcript}")
+    return 0
+
+
+async def duplex_call(wavs: list[str], url: str, out: str, transcript: str, token: str | None,
+                      loopback: bool, listen_s: float) -> int:
+    """Duplex: say the WAVs back to back while Moshi listens and talks; record all it says."""
+    try:
+        speech = np.concatenate([load_48k(wav) for wav in wavs])
+    except Exception as e:  # av raises its own errors for unreadable files
+        print(f"voxray call: cannot read a WAV: {e}", file=sys.stderr)
+        return 2
+    if loopback:
+        offer_only(["127.0.0.1"])
+    caller = Caller(url, mode="duplex", token=token)
+    try:
+        await caller.connect()
+        ready = await caller.wait_event("duplex_ready", within_s=10)
+    except (ConnectionError, OSError, TimeoutError) as e:
+        print(f"voxray call: {e}", file=sys.stderr)
+        return 1
+    print(f"duplex: Moshi replica {ready['detail']['replica']}, slot {ready['detail']['slot']}")
+    started = time.monotonic()
+    caller.mic.say(speech)
+    try:
+        await asyncio.sleep(len(speech) / RATE + listen_s)
+    finally:
+        await caller.hang_up()
+    heard = caller.heard.pcm()
+    words = "".join(e["text"] for e in caller.events if e["type"] == "agent_text")
+    errors = [e.get("message") for e in caller.events if e["type"] == "error"]
+    first = caller.heard.first_audible_after(started)
+    print(f"agent said: {words.strip()!r}")
+    print(f"first audible agent audio {((first or started) - started) * 1000:.0f} ms after the "
+          f"call started; {len(heard) / RATE:.1f} s of audio received")
+    await asyncio.to_thread(save, out, heard, transcript, [f"agent: {words.strip()}"])
+    print(f"agent audio: {out}; transcript: {transcript}")
+    if errors:
+        print(f"errors: {'; '.join(map(str, errors))}", file=sys.stderr)
+        return 1
     return 0

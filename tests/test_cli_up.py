@@ -73,6 +73,15 @@ def test_up_serves_the_clients_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert user.startswith("user: ") and wer("hello can you hear me", user[6:]) <= 0.25
         assert agent.startswith("agent: ") and len(agent) > 10, transcript
         assert (tmp_path / "call.wav").stat().st_size > 48_000
+        # Duplex mode with Moshi (the tiny random model here).
+        run = subprocess.run([sys.executable, "-m", "voxray.cli", "call", "--mode", "duplex",
+                              "--wav", "tests/data/speech/s03.wav", "--listen-s", "1", "--url",
+                              gateway, "--out", str(tmp_path / "duplex.wav"), "--transcript",
+                              str(tmp_path / "duplex.txt")],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 0, (run.stdout, run.stderr)
+        assert "duplex: Moshi replica" in run.stdout and "agent said:" in run.stdout
+        assert (tmp_path / "duplex.wav").stat().st_size > 48_000 * 2 * 3
     finally:
         up.send_signal(signal.SIGINT)
         try:

@@ -130,6 +130,11 @@ def cmd_tts(ns: argparse.Namespace) -> int:
 def cmd_call(ns: argparse.Namespace) -> int:
     from gateway.call_cli import call
 
+    if ns.mode == "duplex":
+        from gateway.call_cli import duplex_call
+
+        return asyncio.run(duplex_call(ns.wav, ns.url, ns.out, ns.transcript, ns.token,
+                                       not ns.any_address, ns.listen_s))
     return asyncio.run(call(ns.wav, ns.url, ns.out, ns.transcript, ns.token, not ns.any_address))
 
 
@@ -235,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", help="bearer token, if the gateway wants one")
     p.add_argument("--any-address", action="store_true",
                    help="offer all interfaces as ICE candidates, not only 127.0.0.1")
+    p.add_argument("--mode", choices=["pipeline", "duplex"], default="pipeline",
+                   help="duplex: talk with Moshi (the WAVs back to back, no turns)")
+    p.add_argument("--listen-s", type=float, default=3.0,
+                   help="duplex: keep listening this long after the last WAV")
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("llm", help="ask the LLM app something, print the streamed answer")
