@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -18,6 +19,7 @@ from gateway.caller import RATE, Caller, load_48k
 from gateway.config import GatewayConfig
 from gateway.moshi_client import MoshiStream
 from gateway.server import Gateway
+from tests.test_gateway_e2e import CHROMIUM_ARGS, write_wav
 from voxray import runtime
 
 pytestmark = pytest.mark.slow
@@ -110,3 +112,41 @@ async def _no_calls(gw: Gateway) -> bool:
 
 async def _slots(n: int) -> bool:
     return await slots_in_use() == n
+
+
+async def test_a_browser_talks_with_moshi(gateway: tuple[Gateway, str], tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    gw, url = gateway
+    wav = str(tmp_path / "mic.wav")
+    write_wav(wav, np.concatenate([load_48k("tests/data/speech/s11.wav"),
+                                   np.zeros(RATE * 10, np.int16)]), RATE)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}%noloop"])
+        page = await browser.new_page()
+        try:
+            await page.goto(f"{url}/?raw=1&mode=duplex")
+            assert await page.input_value("#mode") == "duplex"
+            await page.click("#start")
+            await page.wait_for_function(
+                "document.getElementById('log').innerText.includes('Moshi is listening')",
+                timeout=20_000)
+            await page.wait_for_function(
+                "document.getElementById('log').innerText.includes('agent:')", timeout=20_000)
+            await asyncio.sleep(2.0)
+            # The browser really received and decoded Moshi's audio.
+            energy = await page.evaluate("""async () => {
+                let energy = 0;
+                (await pc.getStats()).forEach((r) => {
+                    if (r.type === "inbound-rtp" && r.kind === "audio") energy = r.totalAudioEnergy;
+                });
+                return energy; }""")
+            assert energy > 0.01, energy
+            assert [c.mode for c in gw.calls.values()] == ["duplex"]
+            await page.click("#stop")
+        finally:
+            await browser.close()
+    await until(lambda: _no_calls(gw))
+    await until(lambda: _slots(0))
