@@ -29,11 +29,12 @@ def level_db(pcm: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(x * x) + 1e-10))
 
 
-async def chunks_16k(track: MediaStreamTrack) -> AsyncIterator[InChunk]:
-    """Resample with av (any rate/layout in) and cut into VAD-sized chunks."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+async def resampled(track: MediaStreamTrack, rate: int,
+                    size: int) -> AsyncIterator[tuple[np.ndarray, float]]:
+    """Resample with av (any rate/layout in) to mono int16 at `rate`, in pieces of `size`
+    samples, each with the time its last sample arrived."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
     pending: np.ndarray = np.zeros(0, np.int16)
-    produced = 0
     while True:
         try:
             frame = await track.recv()
@@ -44,7 +45,14 @@ async def chunks_16k(track: MediaStreamTrack) -> AsyncIterator[InChunk]:
         arrived = time.monotonic()
         for out in resampler.resample(frame):
             pending = np.concatenate([pending, out.to_ndarray().reshape(-1).astype(np.int16)])
-        while len(pending) >= CHUNK:
-            pcm, pending = pending[:CHUNK], pending[CHUNK:]
-            yield InChunk(pcm, produced, arrived, level_db(pcm))
-            produced += CHUNK
+        while len(pending) >= size:
+            yield pending[:size], arrived
+            pending = pending[size:]
+
+
+async def chunks_16k(track: MediaStreamTrack) -> AsyncIterator[InChunk]:
+    """VAD-sized chunks at 16 kHz, placed on the session's timeline."""
+    produced = 0
+    async for pcm, arrived in resampled(track, SAMPLE_RATE, CHUNK):
+        yield InChunk(pcm, produced, arrived, level_db(pcm))
+        produced += CHUNK

@@ -12,15 +12,14 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import av
 import grpc
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
 from gateway import events as ev
-from gateway.audio_in import MAX_FRAME_SAMPLES, level_db
+from gateway.audio_in import level_db, resampled
 from gateway.config import GatewayConfig
 from gateway.moshi_client import FRAME_SAMPLES, SAMPLE_RATE, MoshiStream
 from gateway.paced_track import PacedAudioTrack
@@ -93,24 +92,6 @@ class JitterTrack(PacedAudioTrack):
         return out
 
 
-async def frames_24k(track: MediaStreamTrack) -> AsyncIterator[np.ndarray]:
-    """The inbound track resampled with av to 24 kHz mono int16, in Moshi's 1920-sample frames."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    pending: np.ndarray = np.zeros(0, np.int16)
-    while True:
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
-            return
-        if not isinstance(frame, av.AudioFrame) or frame.samples > MAX_FRAME_SAMPLES:
-            continue
-        for out in resampler.resample(frame):
-            pending = np.concatenate([pending, out.to_ndarray().reshape(-1).astype(np.int16)])
-        while len(pending) >= FRAME_SAMPLES:
-            yield pending[:FRAME_SAMPLES]
-            pending = pending[FRAME_SAMPLES:]
-
-
 class DuplexSession:
     def __init__(self, config: GatewayConfig, channel: grpc.aio.Channel,
                  send: Callable[[ev.Event], None]) -> None:
@@ -159,7 +140,7 @@ class DuplexSession:
             await self.close()
 
     async def _listen(self, mic: MediaStreamTrack) -> None:
-        async for pcm in frames_24k(mic):
+        async for pcm, _ in resampled(mic, SAMPLE_RATE, FRAME_SAMPLES):
             if level_db(pcm) > VOICE_DB:
                 self.last_voice_at = time.monotonic()
             self._moshi.send_frame(pcm.astype("<i2").tobytes())

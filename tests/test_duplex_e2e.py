@@ -12,28 +12,20 @@ import aiohttp
 import grpc
 import numpy as np
 import pytest
-from aiohttp import web
 from ray import serve
 
 from gateway.caller import RATE, Caller, load_48k
-from gateway.config import GatewayConfig
 from gateway.moshi_client import MoshiStream
 from gateway.server import Gateway
-from tests.test_gateway_e2e import CHROMIUM_ARGS, write_wav
-from voxray import runtime
+from tests.test_gateway_e2e import launch_chromium, start_gateway, write_wav
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
-    config = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"],
-                           duplex_connect_s=2.0)
-    gw = Gateway(config, serve_grpc)
-    runner = web.AppRunner(gw.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", config.port).start()
-    yield gw, f"http://127.0.0.1:{config.port}"
+    runner, gw, url = await start_gateway(serve_grpc, duplex_connect_s=2.0)
+    yield gw, url
     await runner.cleanup()
 
 
@@ -122,9 +114,7 @@ async def test_a_browser_talks_with_moshi(gateway: tuple[Gateway, str], tmp_path
     write_wav(wav, np.concatenate([load_48k("tests/data/speech/s11.wav"),
                                    np.zeros(RATE * 10, np.int16)]), RATE)
     async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}%noloop"])
+        browser = await launch_chromium(p, wav)
         page = await browser.new_page()
         try:
             await page.goto(f"{url}/?raw=1&mode=duplex")

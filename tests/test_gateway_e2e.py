@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import grpc
@@ -198,6 +199,13 @@ def write_wav(path: str, pcm: np.ndarray, rate: int) -> None:
         w.writeframes(pcm.astype("<i2").tobytes())
 
 
+async def launch_chromium(playwright: Any, mic_wav: str) -> Any:
+    """Headless Chromium whose microphone plays `mic_wav` once."""
+    return await playwright.chromium.launch(
+        executable_path="/usr/bin/chromium",
+        args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={mic_wav}%noloop"])
+
+
 async def test_a_browser_holds_a_two_turn_conversation(gateway: tuple[Gateway, str],
                                                        tmp_path: object) -> None:
     from pathlib import Path
@@ -211,9 +219,7 @@ async def test_a_browser_holds_a_two_turn_conversation(gateway: tuple[Gateway, s
     wav = str(Path(str(tmp_path)) / "mic.wav")
     write_wav(wav, mic, RATE)
     async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}%noloop"])
+        browser = await launch_chromium(p, wav)
         page = await browser.new_page()
         try:
             await page.goto(f"{url}/?raw=1")
