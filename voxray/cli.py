@@ -86,6 +86,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
     if gateway is not None:
         print(f"  open http://{reach}:{gw.port}/ and press Start to talk to the agent")
         print(f"  or:  voxray call --wav tests/data/speech/s03.wav --url http://{reach}:{gw.port}")
+        print(f"       voxray call --mode duplex --wav tests/data/speech/s03.wav "
+              f"--url http://{reach}:{gw.port}   (Moshi)")
         print(f"  gateway metrics: http://{reach}:{gw.port}/metrics")
     print(f"  gRPC (Serve proxy): {endpoints.grpc}  applications: "
           f"{', '.join(a.name for a in config.applications)}")
@@ -159,6 +161,12 @@ def cmd_gateway(ns: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def cmd_loadtest(ns: argparse.Namespace) -> int:
+    from loadtest.__main__ import main as loadtest_main
+
+    return loadtest_main(ns.args)
 
 
 def cmd_llm(ns: argparse.Namespace) -> int:
@@ -246,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="duplex: keep listening this long after the last WAV")
     p.set_defaults(func=cmd_call)
 
+    p = sub.add_parser("loadtest", add_help=False,
+                       help="load-test a running voxray with WebRTC callers (loadtest --help)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_loadtest)
+
     p = sub.add_parser("llm", help="ask the LLM app something, print the streamed answer")
     p.add_argument("prompt")
     p.add_argument("--max-tokens", type=int)
@@ -253,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="127.0.0.1:9000", help="Serve gRPC proxy host:port")
     p.set_defaults(func=cmd_llm)
 
-    ns = ap.parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["loadtest"]:  # its own parser: flags like --help must reach it
+        return cmd_loadtest(argparse.Namespace(args=args[1:]))
+    ns = ap.parse_args(args)
     if getattr(ns, "profile", "n/a") is None:
         ns.profile = ["cpu"]
     try:
