@@ -31,7 +31,7 @@ from loadtest.__main__ import check_target
 from loadtest.harness import plot
 from loadtest.harness.replicas import ReplicaPoller
 from loadtest.harness.report import Thresholds, build
-from loadtest.harness.runner import _loop_lag, _sample_load
+from loadtest.harness.runner import loop_lag, run_user, sample_load
 from loadtest.harness.scenario import load_scenario
 from loadtest.harness.stats import RunStats, percentiles
 from loadtest.harness.user import User
@@ -46,22 +46,15 @@ async def drive(url: str, users: int, spawn_every_s: float, hold_s: float, settl
     poller = ReplicaPoller(ray_address, 0.5)
     poller.start(stats.started_mono)
     stop_users, stop_aux = asyncio.Event(), asyncio.Event()
-    aux = [asyncio.create_task(_sample_load(stats, stop_aux)),
-           asyncio.create_task(_loop_lag(stats, stop_aux))]
+    aux = [asyncio.create_task(sample_load(stats, stop_aux)),
+           asyncio.create_task(loop_lag(stats, stop_aux))]
     tasks = []
-
-    async def one(user: User) -> None:
-        stats.users += 1
-        try:
-            await user.run()
-        finally:
-            stats.users -= 1
 
     await asyncio.sleep(3)  # a baseline of replica samples
     load_start = stats.now()
     for uid in range(users):
-        tasks.append(asyncio.create_task(one(User(uid, url, scenario, stats, stop_users,
-                                                  seed=uid))))
+        user = User(uid, url, scenario, stats, stop_users, seed=uid)
+        tasks.append(asyncio.create_task(run_user(stats, user)))
         print(f"{stats.now():6.1f} s: {uid + 1} users", flush=True)
         if uid + 1 < users:
             await asyncio.sleep(spawn_every_s)

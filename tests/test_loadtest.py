@@ -13,17 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from aiohttp import web
 
 from gateway.caller import RATE, Heard
-from gateway.config import GatewayConfig
 from gateway.server import Gateway
 from loadtest.__main__ import main, parse_duration
 from loadtest.harness.report import Cost, Thresholds, build, cost_section
 from loadtest.harness.scenario import ScenarioError, load_scenario
 from loadtest.harness.stats import RunStats, TurnRecord, percentiles
 from loadtest.harness.user import underruns
-from voxray import runtime
+from tests.test_gateway_e2e import start_gateway
 
 
 def write_scenario(tmp_path: Path, **fields: object) -> str:
@@ -129,12 +127,8 @@ def test_percentiles_thresholds_and_cost() -> None:
 
 @pytest.fixture(scope="module")
 async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
-    config = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"], max_sessions=4)
-    gw = Gateway(config, serve_grpc)
-    runner = web.AppRunner(gw.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", config.port).start()
-    yield gw, f"http://127.0.0.1:{config.port}"
+    runner, gw, url = await start_gateway(serve_grpc, max_sessions=4)
+    yield gw, url
     await runner.cleanup()
 
 

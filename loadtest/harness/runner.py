@@ -28,7 +28,7 @@ class RunOptions:
     seed: int = 1
 
 
-async def _sample_load(stats: RunStats, stop: asyncio.Event) -> None:
+async def sample_load(stats: RunStats, stop: asyncio.Event) -> None:
     while not stop.is_set():
         stats.load.append((round(stats.now(), 2), stats.users, stats.open_sessions))
         with contextlib.suppress(TimeoutError):
@@ -36,13 +36,22 @@ async def _sample_load(stats: RunStats, stop: asyncio.Event) -> None:
     stats.load.append((round(stats.now(), 2), stats.users, stats.open_sessions))
 
 
-async def _loop_lag(stats: RunStats, stop: asyncio.Event) -> None:
+async def loop_lag(stats: RunStats, stop: asyncio.Event) -> None:
     """How late this process's event loop wakes up: callers share it, so a busy loop
     delays their audio and their clocks."""
     while not stop.is_set():
         t = time.monotonic()
         await asyncio.sleep(0.1)
         stats.loop_lag_ms.append(max(0.0, (time.monotonic() - t - 0.1) * 1000))
+
+
+async def run_user(stats: RunStats, user: User) -> None:
+    """One user's sessions until the run stops, counted in `stats.users` meanwhile."""
+    stats.users += 1
+    try:
+        await user.run()
+    finally:
+        stats.users -= 1
 
 
 async def _print_live(stats: RunStats, stop: asyncio.Event, every_s: float) -> None:
@@ -63,18 +72,11 @@ async def run(scenario: Scenario, opts: RunOptions, thresholds: Thresholds,
     stop_aux = asyncio.Event()
     poller = ReplicaPoller(opts.ray_address, opts.replica_interval_s)
     poller.start(stats.started_mono)
-    aux = [asyncio.create_task(_sample_load(stats, stop_aux)),
-           asyncio.create_task(_loop_lag(stats, stop_aux))]
+    aux = [asyncio.create_task(sample_load(stats, stop_aux)),
+           asyncio.create_task(loop_lag(stats, stop_aux))]
     if opts.print_every_s > 0:
         aux.append(asyncio.create_task(_print_live(stats, stop_aux, opts.print_every_s)))
     tasks: list[asyncio.Task[None]] = []
-
-    async def one(user: User) -> None:
-        stats.users += 1
-        try:
-            await user.run()
-        finally:
-            stats.users -= 1
 
     deadline = stats.started_mono + opts.run_time_s
     ramp_s = 0.0
@@ -83,7 +85,7 @@ async def run(scenario: Scenario, opts: RunOptions, thresholds: Thresholds,
             if time.monotonic() >= deadline:
                 break
             user = User(uid, opts.url, scenario, stats, stop_users, seed=opts.seed * 1000 + uid)
-            tasks.append(asyncio.create_task(one(user), name=f"user-{uid}"))
+            tasks.append(asyncio.create_task(run_user(stats, user), name=f"user-{uid}"))
             ramp_s = stats.now()
             if uid + 1 < opts.users:
                 await asyncio.sleep(1.0 / opts.spawn_rate)
