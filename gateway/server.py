@@ -67,6 +67,7 @@ class Gateway:
         self.stages = stages
         self.metrics = GatewayMetrics()
         self.calls: dict[str, Call] = {}
+        self._answering = 0  # offers being answered: a duplex one waits for a Moshi slot
         self.channel: grpc.aio.Channel | None = None
         self._watchdog: asyncio.Task[None] | None = None
         offer_only(config.ice_addresses)
@@ -120,14 +121,15 @@ class Gateway:
         mode = request.query.get("mode", "pipeline")
         if mode not in ("pipeline", "duplex"):
             return web.Response(status=400, text=f"unknown mode {mode!r}: pipeline or duplex\n")
-        if len(self.calls) >= self.cfg.max_sessions:
+        if len(self.calls) + self._answering >= self.cfg.max_sessions:
             self.metrics.refused.labels("full").inc()
             return web.Response(status=503, text="gateway is full; try again later\n",
                                 headers={"Retry-After": "5"})
-        sdp = await request.text()
-        if "m=audio" not in sdp:
-            return web.Response(status=400, text="the offer has no audio media section\n")
+        self._answering += 1
         try:
+            sdp = await request.text()
+            if "m=audio" not in sdp:
+                return web.Response(status=400, text="the offer has no audio media section\n")
             answer, location = await self._answer(sdp, mode)
         except DuplexUnavailable as e:
             self.metrics.refused.labels("duplex_full" if e.retry_after_s else "duplex_unavailable"
@@ -137,6 +139,8 @@ class Gateway:
         except Exception as e:  # aiortc raises ValueError and others on a bad offer
             log.info("bad offer: %s", e)
             return web.Response(status=400, text=f"cannot use this SDP offer: {e}\n")
+        finally:
+            self._answering -= 1
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location})
 
