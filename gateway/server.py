@@ -127,9 +127,14 @@ class Gateway:
                                 headers={"Retry-After": "5"})
         self._answering += 1
         try:
-            sdp = await request.text()
-            if "m=audio" not in sdp:
-                return web.Response(status=400, text="the offer has no audio media section\n")
+            return await self._offer(await request.text(), mode)
+        finally:
+            self._answering -= 1
+
+    async def _offer(self, sdp: str, mode: str) -> web.Response:
+        if "m=audio" not in sdp:
+            return web.Response(status=400, text="the offer has no audio media section\n")
+        try:
             answer, location = await self._answer(sdp, mode)
         except DuplexUnavailable as e:
             self.metrics.refused.labels("duplex_full" if e.retry_after_s else "duplex_unavailable"
@@ -139,8 +144,6 @@ class Gateway:
         except Exception as e:  # aiortc raises ValueError and others on a bad offer
             log.info("bad offer: %s", e)
             return web.Response(status=400, text=f"cannot use this SDP offer: {e}\n")
-        finally:
-            self._answering -= 1
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location})
 
