@@ -31,7 +31,7 @@ def _axes(title: str, t_max: float, y_max: float, y_label: str) -> list[str]:
         y_val = y_max * i / 5
         y = H - PAD - (H - PAD - 30) * i / 5
         out.append(f'<text x="{PAD - 4}" y="{y + 4:.0f}" text-anchor="end" '
-                   f'font-size="11">{y_val:.0f}</text>')
+                   f'font-size="11">{y_val:.{0 if y_max >= 50 else 1}f}</text>')
         out.append(f'<line x1="{PAD}" y1="{y:.0f}" x2="{RIGHT}" y2="{y:.0f}" stroke="#eee"/>')
     return out
 
