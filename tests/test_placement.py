@@ -2,7 +2,7 @@
 
 A local three-node Ray cluster (`ray.cluster_utils.Cluster`: a head and two workers) where
 custom resources stand in for GPU node types: `gpu_node_a` (say, L4 nodes for ASR and TTS)
-and `gpu_node_b` (say, an A100 node for the LLM). The production config goes through
+and `gpu_node_b` (say, an H100 node for the LLM and Moshi). The production config goes through
 voxray's own path (load_config -> to_serve_schema -> runtime.start), with each stage's
 `num_gpus` swapped for its node type's resource and its model swapped for the light echo
 app (loadtest/echo_app.py), so the test needs no GPU and little memory.
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
 
 # stage -> (node type resource, replicas, share of the resource per replica)
 PLACEMENT = {"asr": ("gpu_node_a", 2, 0.25), "tts": ("gpu_node_a", 2, 0.25),
-             "llm": ("gpu_node_b", 2, 0.5)}
+             "llm": ("gpu_node_b", 2, 0.25), "moshi": ("gpu_node_b", 1, 0.5)}
 
 
 def placed_config() -> ServeConfig:
