@@ -27,6 +27,7 @@ import numpy as np
 
 from gateway.asr_cli import last_voiced_sample, next_event, pump, speak_utterance
 from gateway.asr_client import AsrStream
+from loadtest.benchutil import pct
 from voxray.wer import word_errors
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -43,9 +44,6 @@ def utterances() -> list[tuple[str, str, np.ndarray]]:
         out.append((key, text, pcm))
     return out
 
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q))
 
 
 def bench_engine(model: str) -> dict[str, dict[str, float]]:

@@ -24,15 +24,14 @@ from gateway.caller import Caller, let_agent_talk, load_48k, speak_turn
 from gateway.config import GatewayConfig
 from gateway.ice import offer_only
 from gateway.server import Gateway
+from loadtest.benchutil import pct
+from loadtest.harness.stats import write_json
 from voxray import runtime
 
 UTTERANCES = [f"tests/data/speech/s{i:02d}.wav" for i in range(1, 25) if i != 18]
 STAGES = ("end_of_turn_ms", "asr_final_ms", "llm_first_token_ms", "tts_first_audio_ms",
           "playout_ms", "ttfat_ms")
 
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 async def run(grpc_target: str, turns: int, barge_ins: int) -> dict[str, object]:
@@ -110,8 +109,7 @@ def main() -> int:
         runtime.stop()
     print(json.dumps(report, indent=2))
     if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(ns.json, report)
     return 0
 
 

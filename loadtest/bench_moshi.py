@@ -12,7 +12,6 @@ with the tiny LM.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -21,12 +20,11 @@ import torch
 
 from deployments.moshi.config import MoshiArgs
 from deployments.moshi.engine import MoshiBatch
+from loadtest.benchutil import pct
+from loadtest.harness.stats import write_json
 
 TICK_MS = 80.0
 
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q))
 
 
 def bench_slots(slots: int, ticks: int) -> dict[str, float]:
@@ -87,8 +85,7 @@ def main() -> int:
               f"{m['decode_p50_ms']:.1f} ms = p50 {m['encode_decode_p50_ms']:.1f} / "
               f"p95 {m['encode_decode_p95_ms']:.1f} ms")
     if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump({"tiny_step": tiny, "real_mimi": mimi, "threads": ns.threads}, f, indent=2)
+        write_json(ns.json, {"tiny_step": tiny, "real_mimi": mimi, "threads": ns.threads})
     return 0
 
 

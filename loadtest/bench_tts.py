@@ -28,6 +28,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from loadtest.benchutil import pct
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 ANSWERS = [
@@ -107,9 +108,6 @@ async def run(target: str, concurrency: int, rounds: int) -> list[Result]:
 
 
 def summary(results: list[Result]) -> dict[str, float]:
-    def pct(xs: list[float], q: float) -> float:
-        return float(np.percentile(np.array(xs), q))
-
     unit = [r.first_unit_to_audio_ms for r in results]
     delta = [r.first_delta_to_audio_ms for r in results]
     return {"streams": len(results), "first_unit_to_audio_p50_ms": pct(unit, 50),
