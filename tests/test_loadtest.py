@@ -20,7 +20,7 @@ from loadtest.__main__ import main, parse_duration
 from loadtest.harness.report import Cost, Thresholds, build, cost_section
 from loadtest.harness.scenario import ScenarioError, load_scenario
 from loadtest.harness.stats import RunStats, TurnRecord, percentiles
-from loadtest.harness.user import underruns
+from loadtest.harness.user import arrival_gaps, underruns
 from tests.test_gateway_e2e import start_gateway
 
 
@@ -92,6 +92,17 @@ def test_underruns_are_silent_stretches_or_late_frames_inside_a_reply() -> None:
     assert reply_s == pytest.approx(0.02 * (len(pattern) - 11), abs=1e-6)
     heard.frames.insert(35, (heard.frames[34][0] + 0.7, loud))  # a frame 700 ms late
     assert underruns(heard, 100.0, t, gap_ms=600)[0] == 2
+
+
+def test_duplex_underruns_are_gaps_in_arrival_and_its_turns_count() -> None:
+    heard = Heard()
+    times = [100.0 + 0.08 * i for i in range(20)] + [102.0 + 0.08 * i for i in range(5)]
+    heard.frames = [(t, np.zeros(1920, np.int16)) for t in times]  # silent frames still arrive
+    assert arrival_gaps(heard, 100.0, 103.0, gap_ms=300) == 1  # the 480 ms hole
+    assert arrival_gaps(heard, 100.0, 101.0, gap_ms=300) == 0
+    stats = RunStats()
+    stats.turns = [TurnRecord(1.0, 0, 1, "duplex", True, client_ttfat_ms=120.0)]
+    assert stats.values("client_ttfat_ms") == [120.0] and stats.counters()["turns_ok"] == 1
 
 
 def test_percentiles_thresholds_and_cost() -> None:
