@@ -60,6 +60,9 @@ def test_tiny_checkpoint_loads_through_the_checkpoint_path(tiny: Path) -> None:
     out = engine.step(np.zeros((2, FRAME), np.float32), np.array([True, False]), np.zeros(2, bool))
     assert out.pcm.shape == (2, FRAME) and out.text_tokens.shape == (2,)
     assert out.text_tokens[1] == -1  # an idle slot produces nothing
+    pieces = [engine.text_piece(t) for t in range(48)]
+    assert engine.text_piece(1) == engine.text_piece(2) == engine.text_piece(3) == ""  # <s> </s>
+    assert "<" not in "".join(pieces) and sum(bool(p) for p in pieces) > 40
 
 
 def test_reused_slot_does_not_hear_the_previous_conversation(tiny: Path) -> None:

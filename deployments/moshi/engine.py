@@ -106,4 +106,6 @@ class MoshiBatch:
     def text_piece(self, token: int) -> str:
         if token < 0 or token in self._silent_text or token >= self._tokenizer.vocab_size():
             return ""
+        if self._tokenizer.is_control(token) or self._tokenizer.is_unknown(token):
+            return ""  # <s>, </s>, <unk>: not words
         return str(self._tokenizer.id_to_piece(token)).replace("\u2581", " ")
