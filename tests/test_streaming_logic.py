@@ -173,3 +173,19 @@ def test_a_decode_that_did_not_hear_the_pause_is_not_reused() -> None:
     t.end_utterance(0, seq=2)
     final_job = t.next_job(3)
     assert final_job is not None and final_job.final and final_job.reuse is None
+
+
+def test_a_partial_that_stopped_at_the_last_loud_frame_is_followed_by_a_pause_decode() -> None:
+    """The partial decoded just as speech ended heard none of the pause: a client waiting
+    for the words of the pause (the gateway's speculative reply) gets a decode that did."""
+    t = make(partial_interval_s=0.5)
+    t.add_audio(loud(0.5))
+    job = t.next_job(1)  # a regular partial, due as the speech ends
+    assert job is not None and not job.final
+    t.apply(job, hyp(("hello", 0.0, 0.5)), silent=False)
+    t.add_audio(quiet(0.25))
+    pause = t.next_job(2)
+    assert pause is not None and not pause.final
+    assert pause.offset + len(pause.audio) >= int(0.6 * SAMPLE_RATE)  # into the pause
+    t.apply(pause, hyp(("hello", 0.0, 0.45)), silent=False)
+    assert t.next_job(3) is None  # one pause decode, not one per chunk

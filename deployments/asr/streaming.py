@@ -250,10 +250,13 @@ class StreamingTranscriber:
         u = self.open
         if not self._partials and u.tail_len < self._commit_after:
             return None
+        # A pause decode must hear some of the pause: a partial that ended just after
+        # the last loud frame may have cut the last word short.
         paused = (
             u.end_sample - u.last_voiced >= self._pause
             and u.last_voiced > u.start_sample
-            and (u.latest is None or u.latest.audio_end < u.last_voiced or not u.latest.aligned)
+            and (u.latest is None or u.latest.audio_end < u.last_voiced + self._pause // 2
+                 or not u.latest.aligned)
         )
         if paused or self._voiced_since_decode >= self._partial_every:
             self._voiced_since_decode = 0
