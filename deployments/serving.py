@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import grpc
 from ray.serve.grpc_util import RayServegRPCContext
@@ -13,6 +14,7 @@ from deployments.errors import StageError
 from voxray.v1 import common_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def relay_with_status(
@@ -38,6 +40,16 @@ async def relay_with_status(
             grpc_context.set_details(f"{type(e).__name__}: {e}")
         log.exception("stream failed")
         raise
+
+
+async def reply_with_status(reply: Awaitable[T], grpc_context: RayServegRPCContext | None) -> T:
+    """A unary call's reply; a StageError becomes the call's gRPC status (as above)."""
+    async def one() -> AsyncIterator[T]:
+        yield await reply
+
+    async for out in relay_with_status(one(), grpc_context):
+        return out  # type: ignore[return-value]
+    raise AssertionError("unreachable")
 
 
 class Stamper:

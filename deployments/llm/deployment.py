@@ -15,7 +15,7 @@ from deployments.llm.config import LlmArgs
 from deployments.llm.engine import VllmEngine
 from deployments.llm.openai_http import chat_completions, list_models
 from deployments.llm.service import LlmService
-from deployments.serving import relay_with_status
+from deployments.serving import relay_with_status, reply_with_status
 from voxray.logs import configure_logging
 from voxray.v1 import llm_pb2
 
@@ -25,10 +25,11 @@ api = FastAPI(title="voxray LLM (OpenAI-compatible)")
 @serve.deployment(name="LlmDeployment")
 @serve.ingress(api)
 class LlmDeployment:
-    def __init__(self, args: dict[str, Any]) -> None:
+    async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         configure_logging()
         parsed = LlmArgs.model_validate(args)
         self._service = LlmService(parsed, VllmEngine(parsed, ray_metrics=True))
+        await self._service.warmup()  # the first requests compile; no caller should wait
 
     @api.get("/v1/models")
     def models(self) -> dict[str, Any]:
@@ -43,6 +44,11 @@ class LlmDeployment:
     ) -> AsyncIterator[llm_pb2.LlmEvent]:
         async for event in relay_with_status(self._service.generate(request), grpc_context):
             yield event  # type: ignore[misc]
+
+    async def EndOfTurn(  # noqa: N802 - the gRPC method name
+        self, request: llm_pb2.EndOfTurnRequest, grpc_context: RayServegRPCContext
+    ) -> llm_pb2.EndOfTurnReply:
+        return await reply_with_status(self._service.end_of_turn(request), grpc_context)
 
     async def check_health(self) -> None:
         await self._service.engine.check_health()

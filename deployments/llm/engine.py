@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import uuid
@@ -22,6 +23,7 @@ from voxray.paths import models_dir
 
 log = logging.getLogger(__name__)
 
+_MARK = "\u2063voxray-open-turn\u2063"  # an invisible separator no user types
 DEFAULT_MODEL_DIR = "smollm2-135m-instruct"
 
 
@@ -124,6 +126,48 @@ class VllmEngine:
         text = self.tokenizer.apply_chat_template(
             [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def open_turn_ids(self, messages: list[Message]) -> tuple[list[int], set[int]]:
+        """The conversation rendered up to the end of the last message's words, left
+        open, and the tokens that would close it here: the template's end-of-turn
+        token and sentence ends. Works for any chat template: the message is marked,
+        rendered closed, and cut at the mark."""
+        last = messages[-1]
+        marked = [*messages[:-1], Message(last.role, last.content + _MARK)]
+        text = str(self.tokenizer.apply_chat_template(
+            [m.as_dict() for m in marked], add_generation_prompt=False, tokenize=False))
+        cut = text.rindex(_MARK)
+        encode = self.tokenizer(text[cut + len(_MARK):], add_special_tokens=False)
+        closing = set(encode["input_ids"][:1]) | self._sentence_end_ids()
+        return list(self.tokenizer(text[:cut], add_special_tokens=False)["input_ids"]), closing
+
+    def _sentence_end_ids(self) -> set[int]:
+        ids = set()
+        base = self.tokenizer("word", add_special_tokens=False)["input_ids"]
+        for mark in (".", "?", "!"):
+            ended = self.tokenizer("word" + mark, add_special_tokens=False)["input_ids"]
+            if ended[:len(base)] == base and len(ended) == len(base) + 1:
+                ids.add(ended[-1])
+        return ids
+
+    async def next_token_p(self, prompt_ids: list[int], tokens: set[int],
+                           request_id: str = "") -> tuple[float, int]:
+        """P(the next token is one of `tokens`) from the top-20 log-probs, and how many
+        prompt tokens came from the prefix cache."""
+        from vllm import SamplingParams, TokensPrompt
+
+        request_id = request_id or uuid.uuid4().hex
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+        (prompt,) = await self.engine.renderer.render_cmpl_async(
+            [TokensPrompt(prompt_token_ids=prompt_ids)])
+        last = None
+        async for out in self.engine.generate(prompt, params, request_id=request_id):
+            last = out
+        if last is None or not last.outputs[0].logprobs:
+            return 0.0, 0
+        top = last.outputs[0].logprobs[0]
+        p = sum(math.exp(lp.logprob) for tok, lp in top.items() if tok in tokens)
+        return min(1.0, p), int(last.num_cached_tokens or 0)
 
     async def stream(self, prompt_ids: list[int], sampling: Sampling,
                      request_id: str = "") -> AsyncIterator[Chunk]:

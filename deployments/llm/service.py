@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from deployments.errors import invalid
 from deployments.llm.config import LlmArgs
 from deployments.llm.conversation import (
     Message,
@@ -54,6 +56,38 @@ class LlmService:
             max_tokens=o.max_tokens if o.HasField("max_tokens") else None,
             seed=o.seed if o.HasField("seed") else None,
             stop=list(o.stop))
+
+    async def warmup(self) -> None:
+        t0 = time.monotonic()
+        messages = [llm_pb2.ChatMessage(role="user", content="Hello there")]
+        async for _ in self.generate(llm_pb2.LlmRequest(
+                messages=messages, sampling=llm_pb2.SamplingOverrides(max_tokens=2))):
+            pass
+        await self.end_of_turn(llm_pb2.EndOfTurnRequest(messages=messages))
+        log.info("LLM warm in %.2f s", time.monotonic() - t0)
+
+    async def end_of_turn(self, request: llm_pb2.EndOfTurnRequest) -> llm_pb2.EndOfTurnReply:
+        """P(the user's message ends where its words stop), on its lowercased words."""
+        stamp = Stamper(request.meta.session_id or request.conversation_id)
+        messages = [Message(m.role, m.content) for m in request.messages]
+        turns = check_messages(messages, self.args)
+        words = " ".join(re.findall(r"[\w']+", turns[-1].content.lower()))
+        if not words:
+            raise invalid("the last user message has no words")
+        turns[-1] = Message(turns[-1].role, words)
+        closing: set[int] = set()
+
+        def encode(ms: list[Message]) -> list[int]:
+            ids, ends = self.engine.open_turn_ids(ms)
+            closing.update(ends)
+            return ids
+
+        fitted = await asyncio.to_thread(fit_context, turns, encode, self.args.max_model_len - 1)
+        request_id = f"{request.conversation_id or 'anon'}-eot-{uuid.uuid4().hex[:12]}"
+        p, cached = await self.engine.next_token_p(fitted.prompt_ids, closing, request_id)
+        return llm_pb2.EndOfTurnReply(meta=stamp.meta(request.meta.seq), p_end=p,
+                                      prompt_tokens=len(fitted.prompt_ids),
+                                      cached_prompt_tokens=cached)
 
     async def generate(self, request: llm_pb2.LlmRequest) -> AsyncIterator[llm_pb2.LlmEvent]:
         t0 = time.monotonic()

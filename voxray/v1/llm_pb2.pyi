@@ -74,3 +74,25 @@ class LlmEvent(_message.Message):
     delta: TextDelta
     done: LlmDone
     def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., done: _Optional[_Union[LlmDone, _Mapping]] = ...) -> None: ...
+
+class EndOfTurnRequest(_message.Message):
+    __slots__ = ("meta", "conversation_id", "messages")
+    META_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.Meta
+    conversation_id: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., conversation_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
+class EndOfTurnReply(_message.Message):
+    __slots__ = ("meta", "p_end", "prompt_tokens", "cached_prompt_tokens")
+    META_FIELD_NUMBER: _ClassVar[int]
+    P_END_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    meta: _common_pb2.Meta
+    p_end: float
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., p_end: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...

@@ -40,6 +40,11 @@ class LlmStub:
                 request_serializer=voxray_dot_v1_dot_llm__pb2.LlmRequest.SerializeToString,
                 response_deserializer=voxray_dot_v1_dot_llm__pb2.LlmEvent.FromString,
                 _registered_method=True)
+        self.EndOfTurn = channel.unary_unary(
+                '/voxray.v1.Llm/EndOfTurn',
+                request_serializer=voxray_dot_v1_dot_llm__pb2.EndOfTurnRequest.SerializeToString,
+                response_deserializer=voxray_dot_v1_dot_llm__pb2.EndOfTurnReply.FromString,
+                _registered_method=True)
 
 
 class LlmServicer:
@@ -52,6 +57,15 @@ class LlmServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EndOfTurn(self, request, context):
+        """How likely the user's turn ends where its words stop: the model's probability
+        that the next token closes the user's message (its end-of-turn token, or a
+        sentence end). Punctuation is stripped first: an ASR's is unreliable mid-turn.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LlmServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +73,11 @@ def add_LlmServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=voxray_dot_v1_dot_llm__pb2.LlmRequest.FromString,
                     response_serializer=voxray_dot_v1_dot_llm__pb2.LlmEvent.SerializeToString,
+            ),
+            'EndOfTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndOfTurn,
+                    request_deserializer=voxray_dot_v1_dot_llm__pb2.EndOfTurnRequest.FromString,
+                    response_serializer=voxray_dot_v1_dot_llm__pb2.EndOfTurnReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +108,33 @@ class Llm:
             '/voxray.v1.Llm/Generate',
             voxray_dot_v1_dot_llm__pb2.LlmRequest.SerializeToString,
             voxray_dot_v1_dot_llm__pb2.LlmEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndOfTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/voxray.v1.Llm/EndOfTurn',
+            voxray_dot_v1_dot_llm__pb2.EndOfTurnRequest.SerializeToString,
+            voxray_dot_v1_dot_llm__pb2.EndOfTurnReply.FromString,
             options,
             channel_credentials,
             insecure,
