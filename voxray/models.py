@@ -190,6 +190,7 @@ def prepare_all(directory: Path) -> list[Path]:
         prepare_whisper_tiny_en(directory / "whisper-tiny.en"),
         prepare_kokoro(directory / "kokoro-v1.0"),
         prepare_moshi_tiny(directory / "moshi-tiny"),
+        prepare_smart_turn(directory / "smart-turn"),
     ]
 
 
@@ -198,3 +199,47 @@ def prepare_moshi_tiny(dst: Path) -> Path:
     from deployments.moshi.checkpoint import make_tiny_checkpoint
 
     return make_tiny_checkpoint(dst)
+
+
+# Smart Turn v3.2 ships inside the pipecat-ai wheel (BSD-2-Clause); voxray takes the one
+# ONNX file out of it and does not install or import pipecat.
+SMART_TURN_WHEEL = ("pipecat-ai", "1.14.0")
+SMART_TURN_MEMBER = "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
+SMART_TURN_SIZE = 8_679_182
+SMART_TURN_SHA256 = "K7AmMWsUpmBIanWxczzT-6uML9AxTcmve-SfjMqWfk8"  # RECORD form (urlsafe b64)
+
+
+def prepare_smart_turn(dst: Path) -> Path:
+    """Download the pipecat-ai wheel (no dependencies) and extract Smart Turn's ONNX file
+    and the wheel's licence, checking the file against the pinned size and sha256."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    out = dst / SMART_TURN_MEMBER.rsplit("/", 1)[1]
+    if out.is_file() and out.stat().st_size == SMART_TURN_SIZE:
+        return out
+    name, version = SMART_TURN_WHEEL
+    dst.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", tmp, f"{name}=={version}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise ModelPrepError(f"`{' '.join(cmd[2:])}` failed: "
+                                 f"{(done.stderr or done.stdout).strip()[-500:]}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            data = wheel.read(SMART_TURN_MEMBER)
+            licence = next((n for n in wheel.namelist()
+                            if n.endswith(".dist-info/licenses/LICENSE")), None)
+            if licence is not None:
+                (dst / "LICENSE").write_bytes(wheel.read(licence))
+    if len(data) != SMART_TURN_SIZE or _record_sha256(data) != SMART_TURN_SHA256:
+        raise ModelPrepError(f"{name} {version}: {SMART_TURN_MEMBER} has another size/sha256 "
+                             "than voxray expects")
+    tmp_out = out.with_suffix(".tmp")
+    tmp_out.write_bytes(data)
+    os.replace(tmp_out, out)
+    return out
