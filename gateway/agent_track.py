@@ -19,6 +19,7 @@ from gateway.paced_track import PacedAudioTrack
 RATE = 24_000
 FRAME = RATE // 50  # 20 ms
 AUDIBLE = 328  # |sample| above about -40 dBFS counts as audible
+ECHO_TAIL_S = 0.4  # a room's echo of the agent and the caller's jitter buffer
 
 
 @dataclass
@@ -81,6 +82,15 @@ class AgentAudioTrack(PacedAudioTrack):
     def speaking(self) -> bool:
         """Agent audio is queued (playing or paused)."""
         return bool(self._queue)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def audible(self) -> bool:
+        """Agent audio went out within the last 400 ms (its echo may still be in the mic)."""
+        return time.monotonic() - self.last_audio_at < ECHO_TAIL_S
 
     def heard_chars(self, turn: int) -> int:
         """Characters of the turn's text that were played, the segment under way

@@ -46,6 +46,11 @@ class AsrStream:
     def samples_sent(self) -> int:
         return self._samples
 
+    @property
+    def open_utterance(self) -> int:
+        """The id the events of the utterance now being spoken carry."""
+        return self._utterance_id
+
     def _meta(self) -> common_pb2.Meta:
         meta = common_pb2.Meta(session_id=self._session_id, seq=self._seq,
                                sent_unix_ns=time.time_ns())

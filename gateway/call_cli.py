@@ -55,9 +55,11 @@ async def call(wavs: list[str], url: str, out: str, transcript: str, token: str 
             print(f"turn {i}: you said {turn.user_text!r}\n        agent: {turn.agent_text!r}")
             client = f"{turn.client_ttfat_ms:.0f} ms" if turn.client_ttfat_ms else "n/a"
             print(f"        TTFAT heard here {client}, gateway {g['ttfat_ms']:.0f} ms "
-                  f"(end of turn {g['end_of_turn_ms']:.0f}, ASR {g['asr_final_ms']:.0f}, "
+                  f"(end of turn {g['end_of_turn_ms']:.0f}, ASR {g['asr_final_ms']:.0f}; "
+                  f"reply started at {g['reply_started_at_ms']:.0f}, "
                   f"LLM {g['llm_first_token_ms']:.0f}, TTS {g['tts_first_audio_ms']:.0f}, "
-                  f"playout {g['playout_ms']:.0f})")
+                  f"held {g['held_ms']:.0f}, playout {g['playout_ms']:.0f}; "
+                  f"speculation {g['speculation']})")
     finally:
         await caller.hang_up()
     await asyncio.to_thread(save, out, np.concatenate(replies), transcript, lines)

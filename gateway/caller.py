@@ -8,6 +8,7 @@ sample of the reply (after the client's own jitter buffer, as a person hears it)
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import time
@@ -67,19 +68,27 @@ class SpeakerTrack(PacedAudioTrack):
 
 @dataclass
 class Heard:
-    """The agent's audio as received: (arrival time, 48 kHz mono PCM) per frame."""
+    """The agent's audio as received: (arrival time, 48 kHz mono PCM) per frame, and the
+    arrival times of the audible ones (kept as they come: a long call has many frames)."""
 
     frames: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    loud: list[float] = field(default_factory=list)
+
+    def add(self, at: float, pcm: np.ndarray) -> None:
+        self.frames.append((at, pcm))
+        if np.abs(pcm).max(initial=0) > AUDIBLE:
+            self.loud.append(at)
+
+    def audible_between(self, since: float, until: float) -> list[float]:
+        return self.loud[bisect.bisect_left(self.loud, since):bisect.bisect_right(self.loud,
+                                                                                   until)]
 
     def first_audible_after(self, t: float) -> float | None:
-        for at, pcm in self.frames:
-            if at >= t and np.abs(pcm).max(initial=0) > AUDIBLE:
-                return at
-        return None
+        i = bisect.bisect_left(self.loud, t)
+        return self.loud[i] if i < len(self.loud) else None
 
     def last_audible(self) -> float:
-        return max((at for at, pcm in self.frames if np.abs(pcm).max(initial=0) > AUDIBLE),
-                   default=0.0)
+        return self.loud[-1] if self.loud else 0.0
 
     def pcm(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
         parts = [p for at, p in self.frames if since <= at <= until]
@@ -142,7 +151,7 @@ class Caller:
                 return
             now = time.monotonic()
             for out in resampler.resample(frame):  # type: ignore[arg-type]
-                self.heard.frames.append((now, out.to_ndarray().reshape(-1).astype(np.int16)))
+                self.heard.add(now, out.to_ndarray().reshape(-1).astype(np.int16))
 
     async def wait_event(self, kind: str | tuple[str, ...], within_s: float = 30.0,
                          since: int = 0) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BACKCHANNELS = frozenset({
     "uh-huh", "uh", "huh", "mm-hm", "mhm", "mm", "hmm", "um", "okay", "ok", "yeah", "yes",
@@ -10,16 +12,58 @@ BACKCHANNELS = frozenset({
 })
 
 
+EvidenceKind = Literal["audio", "words", "llm"]
+DEFAULT_EVIDENCE: tuple[EvidenceKind, ...] = ("audio", "words", "llm")
+
+
 class TurnConfig(BaseModel):
+    """When the user's turn ends: VAD, then the turn policy (gateway/session/turn_policy.py)."""
+
     model_config = ConfigDict(extra="forbid")
 
     threshold: float = Field(0.5, gt=0, lt=1)  # a VAD chunk is voiced at or above this
     release: float = Field(0.35, gt=0, lt=1)  # ...and, once speech began, down to this
     min_speech_ms: int = Field(64, ge=32, le=1000)  # voiced this long before speech starts
-    # The end-of-turn wait: silence after speech before the agent answers.
-    # It is part of every TTFAT; shorter cuts in on users who pause mid-sentence.
-    end_silence_ms: int = Field(240, ge=64, le=3000)
     preroll_ms: int = Field(320, ge=0, le=2000)  # audio before speech start sent to ASR
+    # After this much silence the pause is judged (and a speculative reply starts).
+    min_silence_ms: int = Field(200, ge=64, le=3000)
+    # However unfinished the user sounds, the turn ends after this much silence.
+    max_silence_ms: int = Field(2000, ge=100, le=10_000)
+    # What the judgement weighs: "audio" (the Smart Turn model on the turn's audio),
+    # "words" (the ASR's pause decode: a trailing "and", "to", "um" ...), "llm" (the
+    # LLM app's probability that the user's message ends where the words stop).
+    evidence: list[EvidenceKind] = Field(default_factory=lambda: list(DEFAULT_EVIDENCE))
+    # Weights of each kind of evidence in the log-odds sum.
+    audio_weight: float = Field(0.5, ge=0, le=5)
+    words_weight: float = Field(1.0, ge=0, le=5)
+    llm_weight: float = Field(1.0, ge=0, le=5)
+    # Smart Turn ONNX file; empty: the one `voxray models prepare` extracts.
+    turn_model: str = ""
+    turn_model_threads: int = Field(1, ge=1, le=16)
+    # Niceness of the turn model's thread: 15, as Ray runs the stage replicas, so on a
+    # shared box it does not take the cores from the reply being made.
+    turn_model_nice: int = Field(15, ge=0, le=19)
+    # After min_silence_ms, how long to wait for the pause decode's words (and then the
+    # LLM's verdict) before judging without them.
+    evidence_wait_ms: int = Field(800, ge=0, le=3000)
+    # Prepare the answer while the pause is judged: "llm" starts the LLM on the pause
+    # decode's words, "llm+tts" also synthesizes; the audio is held until the turn ends.
+    speculative: Literal["off", "llm", "llm+tts"] = "llm+tts"
+    # A user who goes on speaking before any whole word of the agent's reply was heard
+    # is finishing the previous turn: join the words to it rather than start a new one.
+    join_continuations: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TurnConfig:
+        if self.release >= self.threshold:
+            raise ValueError(f"release ({self.release}) must be below threshold "
+                             f"({self.threshold})")
+        if self.min_silence_ms >= self.max_silence_ms:
+            raise ValueError(f"min_silence_ms ({self.min_silence_ms}) must be below "
+                             f"max_silence_ms ({self.max_silence_ms})")
+        if len(set(self.evidence)) != len(self.evidence):
+            raise ValueError(f"evidence lists a kind twice: {self.evidence}")
+        return self
 
 
 class BargeInConfig(BaseModel):
@@ -53,7 +97,12 @@ class GatewayConfig(BaseModel):
     # ["127.0.0.1"] keeps calls on this machine.
     ice_addresses: list[str] = Field(default_factory=list)
     max_sdp_bytes: int = Field(64_000, ge=1000)
+    # Packets of the caller's audio held before it is decoded (aiortc's default is 4,
+    # 80 ms, for playout; the VAD and ASR need no smoothing).
+    mic_jitter_packets: int = Field(1, ge=1, le=8)
     voice: str = "af_heart"
+    # LLM tokens per spoken reply; empty: the LLM app's own sampling.max_tokens.
+    reply_max_tokens: int | None = Field(None, ge=1, le=4096)
     # Duplex mode: how long signalling waits for a free Moshi slot before a 503.
     duplex_connect_s: float = Field(10.0, gt=0, le=120)
     turn: TurnConfig = Field(default_factory=TurnConfig)

@@ -31,13 +31,35 @@ class AgentText(Event):
 
 @dataclass
 class TurnMetrics(Event):
+    """One answered turn. Times are ms; `*_at_ms` fields count from the user's last voiced
+    sample, the others are the stage's own duration."""
+
     turn: int = 0
-    ttfat_ms: float = 0.0
-    end_of_turn_ms: float = 0.0  # last voiced frame -> end of turn decided
+    ttfat_ms: float = 0.0  # last voiced sample -> first audible agent sample sent
+    end_of_turn_ms: float = 0.0  # last voiced sample -> the turn taker ended the turn
     asr_final_ms: float = 0.0  # end of turn -> final transcript
-    llm_first_token_ms: float = 0.0
-    tts_first_audio_ms: float = 0.0  # first LLM token -> first audible TTS chunk
-    playout_ms: float = 0.0  # first audible TTS chunk -> its first sample sent on the track
+    reply_started_at_ms: float = 0.0  # the LLM call began (before the end of turn if speculative)
+    llm_first_token_ms: float = 0.0  # LLM call -> its first token
+    tts_first_audio_ms: float = 0.0  # first token -> first audible TTS chunk back
+    held_ms: float = 0.0  # audio ready before the turn ended: held this long
+    playout_ms: float = 0.0  # audio ready and the turn ended -> its first sample sent
+    speculation: str = "none"  # "hit": the prepared answer played; "miss": restarted; "none"
+    wasted_llm_tokens: int = 0  # of speculative replies thrown away during this turn
+    wasted_tts_s: float = 0.0
+    p_finished: float = -1.0  # the turn policy's last verdict (-1: none)
+    joined: bool = False  # continued the previous user turn
+
+
+@dataclass
+class PauseJudged(Event):
+    """The turn policy's verdict on a pause in the user's speech."""
+
+    p_finished: float = 0.0
+    wait_ms: int = 0  # silence asked for before the turn ends
+    model_ms: float = 0.0  # the audio model's compute
+    evidence: dict[str, float] = field(default_factory=dict)
+    words: str = ""
+    words_ms: float = -1.0  # pause start -> the ASR's pause decode (-1: none in time)
 
 
 @dataclass

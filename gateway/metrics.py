@@ -35,12 +35,30 @@ class GatewayMetrics:
                              registry=r)
         self.turns = Counter("voxray_turns_total", "Agent turns by outcome", ["outcome"],
                              registry=r)
+        self.speculation = Counter("voxray_speculation_total", "Answered turns by how the reply "
+                                   "prepared during the pause fared (hit, miss, none)",
+                                   ["outcome"], registry=r)
+        self.wasted_tokens = Counter("voxray_speculation_wasted_llm_tokens_total",
+                                     "LLM tokens of speculative replies thrown away", registry=r)
+        self.wasted_audio = Counter("voxray_speculation_wasted_tts_seconds_total",
+                                    "TTS audio of speculative replies thrown away", registry=r)
+        self.turn_model = Histogram("voxray_turn_model_ms", "The end-of-turn audio model's "
+                                    "compute per pause judged", buckets=MS, registry=r)
+        self.pause_wait = Histogram("voxray_pause_wait_ms", "Silence the turn policy asked for "
+                                    "before a pause ends the turn", buckets=MS, registry=r)
 
     def observe(self, event: ev.Event) -> None:
         if isinstance(event, ev.TurnMetrics):
             self.ttfat.observe(event.ttfat_ms)
             for stage in STAGES:
                 self.stage.labels(stage).observe(getattr(event, f"{stage}_ms"))
+            self.speculation.labels(event.speculation).inc()
+            self.wasted_tokens.inc(event.wasted_llm_tokens)
+            self.wasted_audio.inc(event.wasted_tts_s)
+        elif isinstance(event, ev.PauseJudged):
+            if event.model_ms > 0:
+                self.turn_model.observe(event.model_ms)
+            self.pause_wait.observe(event.wait_ms)
         elif event.type == "agent_paused" and isinstance(event, ev.Info):
             self.barge_in_stop.observe(float(event.detail["stop_ms"]))
         elif event.type == "error" and isinstance(event, ev.Info):

@@ -22,11 +22,13 @@ from aiortc.mediastreams import MediaStreamTrack
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import events as ev
+from gateway.audio_in import shorten_jitter_buffer
 from gateway.config import GatewayConfig
 from gateway.duplex import DuplexSession, DuplexUnavailable, SessionEnded
 from gateway.ice import offer_only
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import PipelineSession
+from gateway.session.pipeline import PipelineSession
+from gateway.smart_turn import SharedSmartTurn
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -71,6 +73,11 @@ class Gateway:
         self.channel: grpc.aio.Channel | None = None
         self._watchdog: asyncio.Task[None] | None = None
         offer_only(config.ice_addresses)
+        # One turn model for every session (a read-only graph, ~9 MB).
+        turn = config.turn
+        self.turn_model = (SharedSmartTurn(turn.turn_model, turn.turn_model_threads,
+                                           turn.turn_model_nice)
+                           if "audio" in turn.evidence else None)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.max_sdp_bytes)
@@ -94,6 +101,8 @@ class Gateway:
         await asyncio.gather(*(self.end(cid, "gateway shutting down") for cid in list(self.calls)))
         if self.channel is not None:
             await self.channel.close()
+        if self.turn_model is not None:
+            self.turn_model.close()
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -178,7 +187,7 @@ class Gateway:
         if mode == "duplex":
             session = DuplexSession(self.cfg, self.channel, send)
         else:
-            session = PipelineSession(self.cfg, self.channel, send)
+            session = PipelineSession(self.cfg, self.channel, send, self.turn_model)
         call = Call(pc, session, mode)
         mic: list[MediaStreamTrack] = []
 
@@ -204,6 +213,8 @@ class Gateway:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if not mic:
                 raise ValueError("no audio track in the offer")
+            for receiver in pc.getReceivers():
+                shorten_jitter_buffer(receiver, self.cfg.mic_jitter_packets)
             pc.addTrack(session.track)
             await pc.setLocalDescription(await pc.createAnswer())
             if isinstance(session, DuplexSession):

@@ -1,13 +1,20 @@
 """End-to-end turn latency through WebRTC with the CPU defaults (the headline TTFAT).
 
-Starts the CPU profile (ASR, LLM, TTS) and the gateway, then one aiortc caller
-speaks test utterances one turn at a time, waiting for each reply to end.
-Reports TTFAT as the caller hears it (last voiced sample sent -> first audible
-reply sample received) and as the gateway measures it (last voiced frame ->
-first audible sample sent), each stage's time, and barge-in stop latency
-(the caller speaks over a long answer).
+Starts the CPU profile (ASR, LLM, TTS) and the gateway (or uses a running one with
+--url), then one aiortc caller speaks one turn at a time, waiting for each reply to
+end. Utterances come from the turn set (tests/data/turns):
 
-    python -m loadtest.bench_call [--turns 20] [--barge-ins 5] [--json out.json]
+* complete: short finished questions in several voices; TTFAT as the caller hears it
+  (last voiced sample sent -> first audible reply sample received) and as the
+  gateway measures it, each stage, and how the speculative reply fared;
+* paused: sentences with 0.4-1.2 s pauses between their phrases; TTFAT from the end
+  of the last phrase, and every time the agent was audible before it (a cut-in).
+
+Also: the turn model's time per decision, speculative work thrown away per turn, and
+barge-in stop latency (the caller speaks over a long answer).
+
+    python -m loadtest.bench_call [--set complete|paused|both] [--turns 24]
+        [--barge-ins 5] [--url http://127.0.0.1:8080] [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,98 +23,193 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+from typing import Any
 
 import numpy as np
 from aiohttp import web
 
-from gateway.caller import Caller, let_agent_talk, load_48k, speak_turn
+from gateway.caller import RATE, Caller, let_agent_talk, load_48k
 from gateway.config import GatewayConfig
 from gateway.ice import offer_only
 from gateway.server import Gateway
 from loadtest.benchutil import pct
 from loadtest.harness.stats import write_json
+from loadtest.turnset import TurnSample, samples
 from voxray import runtime
 
-UTTERANCES = [f"tests/data/speech/s{i:02d}.wav" for i in range(1, 25) if i != 18]
-STAGES = ("end_of_turn_ms", "asr_final_ms", "llm_first_token_ms", "tts_first_audio_ms",
-          "playout_ms", "ttfat_ms")
+AUDIBLE = 328
+STAGES = ("end_of_turn_ms", "asr_final_ms", "reply_started_at_ms", "llm_first_token_ms",
+          "tts_first_audio_ms", "held_ms", "playout_ms", "ttfat_ms")
 
 
+def audible(caller: Caller, since: float, until: float) -> list[float]:
+    return caller.heard.audible_between(since, until)
 
-async def run(grpc_target: str, turns: int, barge_ins: int) -> dict[str, object]:
-    offer_only(["127.0.0.1"])
-    cfg = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"])
-    runner = web.AppRunner(Gateway(cfg, grpc_target).app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", cfg.port).start()
-    url = f"http://127.0.0.1:{cfg.port}"
-    client: list[float] = []
-    gateway: dict[str, list[float]] = {k: [] for k in STAGES}
-    stops: list[float] = []
-    heard_stop: list[float] = []
+
+async def quiet(caller: Caller, for_s: float = 1.0, within_s: float = 90.0) -> None:
+    """Until the agent has been silent for `for_s`."""
+    deadline = time.monotonic() + within_s
+    while caller.heard.last_audible() > time.monotonic() - for_s:
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
+    """Say one sample and listen to the reply; None if no reply came."""
+    pcm = load_48k(sample.path)
+    n = len(caller.events)
+    first, last = caller.mic.say(pcm)
+    began = await first - float(np.argmax(np.abs(pcm) > AUDIBLE)) / RATE
+    await last
+    spoke_until = began + sample.last_voiced_s
     try:
-        caller = Caller(url)
-        await caller.connect()
+        metrics = await caller.wait_event("turn_metrics", 60, since=n)
+        await caller.wait_event(("agent_done", "interrupted", "error"), 90, since=n)
+    except TimeoutError:
+        return None
+    await asyncio.sleep(0.3)  # the last frames through the jitter buffer
+    heard = audible(caller, spoke_until, time.monotonic())
+    new = caller.events[n:]
+    judged = [e for e in new if e["type"] == "pause_judged"]
+    return {
+        "id": sample.id, "set": sample.set, "voice": sample.voice,
+        "client_ttfat_ms": (heard[0] - spoke_until) * 1000 if heard else None,
+        "cut_ins": len(audible(caller, began, spoke_until)),
+        "gateway": {k: metrics[k] for k in STAGES},
+        "speculation": metrics["speculation"], "joined": metrics["joined"],
+        "wasted_llm_tokens": metrics["wasted_llm_tokens"],
+        "wasted_tts_s": metrics["wasted_tts_s"],
+        "decisions": [{"model_ms": e["model_ms"], "words_ms": e["words_ms"],
+                       "p_finished": e["p_finished"], "wait_ms": e["wait_ms"]}
+                      for e in judged],
+        "finals": [e["text"] for e in new if e["type"] == "final"],
+    }
+
+
+async def barge_in(caller: Caller) -> tuple[float, float] | None:
+    """(gateway's stop ms, last agent audio heard after the caller began to speak, ms)."""
+    await let_agent_talk(caller, load_48k("tests/data/speech/s18.wav"), 1.5)
+    n = len(caller.events)
+    spoke, _ = caller.mic.say(load_48k("tests/data/speech/s25.wav"))
+    spoke_at = await spoke
+    try:
+        interrupted = await caller.wait_event("interrupted", 15, since=n)
+    except TimeoutError:
+        await caller.wait_event("agent_done", 60, since=n)
+        return None
+    paused = [e for e in caller.events[n:] if e["type"] == "agent_paused"]
+    if not paused:
+        return None  # the agent had finished already
+    # only the old answer's tail counts: the reply to the interruption comes later
+    heard = audible(caller, spoke_at, interrupted["received_at"] + 0.3)
+    await caller.wait_event("agent_done", 60, since=n)  # the reply to the interruption
+    await quiet(caller)
+    return paused[0]["detail"]["stop_ms"], (max(heard, default=spoke_at) - spoke_at) * 1000
+
+
+def summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    client = [t["client_ttfat_ms"] for t in turns if t["client_ttfat_ms"] is not None]
+    decisions = [d for t in turns for d in t["decisions"]]
+    return {
+        "turns": len(turns),
+        "client_ttfat_ms": {"p50": pct(client, 50), "p95": pct(client, 95),
+                            "max": max(client, default=float("nan"))},
+        "gateway_ms": {k: {"p50": pct([t["gateway"][k] for t in turns], 50),
+                           "p95": pct([t["gateway"][k] for t in turns], 95)} for k in STAGES},
+        "cut_in_turns": sum(1 for t in turns if t["cut_ins"]),
+        "speculation": {k: sum(t["speculation"] == k for t in turns)
+                        for k in ("hit", "miss", "none")},
+        "wasted_per_turn": {
+            "llm_tokens": float(np.mean([t["wasted_llm_tokens"] for t in turns]))
+            if turns else float("nan"),
+            "tts_audio_s": float(np.mean([t["wasted_tts_s"] for t in turns]))
+            if turns else float("nan")},
+        "turn_model_ms": {"p50": pct([d["model_ms"] for d in decisions], 50),
+                          "p95": pct([d["model_ms"] for d in decisions], 95),
+                          "decisions": len(decisions)},
+        "pause_words_ms": {"p50": pct([d["words_ms"] for d in decisions
+                                       if d["words_ms"] >= 0], 50),
+                           "missing": sum(d["words_ms"] < 0 for d in decisions)},
+    }
+
+
+async def run(url: str, which: str, turns: int, barge_ins: int) -> dict[str, Any]:
+    chosen = samples() if which == "both" else samples(which)
+    caller = Caller(url)
+    await caller.connect()
+    results: list[dict[str, Any]] = []
+    stops: list[tuple[float, float]] = []
+    try:
         for i in range(turns):
-            turn = await speak_turn(caller, load_48k(UTTERANCES[i % len(UTTERANCES)]))
-            if not turn.gateway or turn.client_ttfat_ms is None:
-                print(f"turn {i + 1}: no reply", flush=True)
+            sample = chosen[i % len(chosen)]
+            r = await one_turn(caller, sample)
+            if r is None:
+                print(f"turn {i + 1} ({sample.id}): no reply", flush=True)
                 continue
-            client.append(turn.client_ttfat_ms)
-            for k in STAGES:
-                gateway[k].append(turn.gateway[k])
-            print(f"turn {i + 1}: TTFAT caller {turn.client_ttfat_ms:.0f} ms, gateway "
-                  + ", ".join(f"{k[:-3]} {turn.gateway[k]:.0f}" for k in reversed(STAGES)),
+            results.append(r)
+            g = r["gateway"]
+            client = r["client_ttfat_ms"]
+            print(f"turn {i + 1} ({sample.id}, {sample.set}): TTFAT caller "
+                  f"{client:.0f} ms" if client is not None else "no audio", "| gateway "
+                  + ", ".join(f"{k[:-3]} {g[k]:.0f}" for k in reversed(STAGES))
+                  + f" | {r['speculation']}" + (" | CUT IN" if r["cut_ins"] else ""),
                   flush=True)
-        story = load_48k("tests/data/speech/s18.wav")
-        over = load_48k("tests/data/speech/s25.wav")
+            await quiet(caller)
         for _ in range(barge_ins):
-            await let_agent_talk(caller, story, 1.5)
-            n = len(caller.events)
-            spoke, _ = caller.mic.say(over)
-            spoke_at = await spoke
-            try:
-                await caller.wait_event("interrupted", 15, since=n)
-            except TimeoutError:
-                kinds = [e["type"] for e in caller.events[n:] if e["type"] != "agent_text"]
-                print(f"barge-in: no interruption; events {kinds}", flush=True)
-                await caller.wait_event("agent_done", 60, since=n)
-                continue
-            paused = [e for e in caller.events[n:] if e["type"] == "agent_paused"]
-            if not paused:
-                print("barge-in: the agent had finished already", flush=True)
-                continue
-            stops.append(paused[0]["detail"]["stop_ms"])
-            audible = [at for at, pcm in caller.heard.frames
-                       if at >= spoke_at and np.abs(pcm).max() > 328]
-            heard_stop.append((max(audible, default=spoke_at) - spoke_at) * 1000)
-            await caller.wait_event("agent_done", 60, since=n)  # the reply to the interruption
-        await caller.hang_up()
+            got = await barge_in(caller)
+            if got is not None:
+                stops.append(got)
+                print(f"barge-in: paused after {got[0]:.0f} ms at the gateway, last agent "
+                      f"audio heard {got[1]:.0f} ms after the caller began", flush=True)
     finally:
-        await runner.cleanup()
-    report: dict[str, object] = {
-        "turns": len(client),
-        "ttfat_caller_p50_ms": pct(client, 50), "ttfat_caller_p95_ms": pct(client, 95),
-        "gateway": {k: {"p50": pct(v, 50), "p95": pct(v, 95)} for k, v in gateway.items()},
-        "barge_in_stop_gateway_ms": {"p50": pct(stops, 50), "max": max(stops, default=0)},
-        "barge_in_last_agent_audio_heard_ms": {"p50": pct(heard_stop, 50),
-                                               "max": max(heard_stop, default=0)},
+        await caller.hang_up()
+    report: dict[str, Any] = {
+        "sets": {kind: summary([r for r in results if r["set"] == kind])
+                 for kind in ("complete", "paused") if any(r["set"] == kind for r in results)},
+        "barge_in": {
+            "n": len(stops),
+            "gateway_stop_ms": {"p50": pct([s for s, _ in stops], 50),
+                                "p95": pct([s for s, _ in stops], 95)},
+            "caller_heard_stop_ms": {"p50": pct([h for _, h in stops], 50),
+                                     "p95": pct([h for _, h in stops], 95)}},
+        "turns": results,
     }
     return report
 
 
+async def with_own_gateway(grpc_target: str, which: str, turns: int,
+                           barge_ins: int) -> dict[str, Any]:
+    cfg = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"])
+    runner = web.AppRunner(Gateway(cfg, grpc_target).app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", cfg.port).start()
+    try:
+        return await run(f"http://127.0.0.1:{cfg.port}", which, turns, barge_ins)
+    finally:
+        await runner.cleanup()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--turns", type=int, default=20)
+    ap.add_argument("--set", choices=("complete", "paused", "both"), default="complete")
+    ap.add_argument("--turns", type=int, default=24)
     ap.add_argument("--barge-ins", type=int, default=5)
+    ap.add_argument("--url", help="a running gateway (voxray up); default: start the CPU "
+                                  "profile and a gateway here")
     ap.add_argument("--json", help="write the report here too")
     ns = ap.parse_args()
-    try:
-        ep = runtime.start_local_profile(timeout_s=600)
-        report = asyncio.run(run(ep.grpc, ns.turns, ns.barge_ins))
-    finally:
-        runtime.stop()
-    print(json.dumps(report, indent=2))
+    offer_only(["127.0.0.1"])
+    if ns.url:
+        report = asyncio.run(run(ns.url, ns.set, ns.turns, ns.barge_ins))
+    else:
+        try:
+            ep = runtime.start_local_profile(timeout_s=600)
+            report = asyncio.run(with_own_gateway(ep.grpc, ns.set, ns.turns, ns.barge_ins))
+        finally:
+            runtime.stop()
+    print(json.dumps({k: v for k, v in report.items() if k != "turns"}, indent=2))
     if ns.json:
         write_json(ns.json, report)
     return 0

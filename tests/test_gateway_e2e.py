@@ -64,7 +64,7 @@ async def test_two_turn_conversation_over_webrtc(gateway: tuple[Gateway, str],
         # (the readback's final may cover only the reply's first sentences)
         assert wer(" ".join(said_words[:len(heard.split())]), heard) <= 0.4, (said_words, heard)
         (session,) = [c.session for c in gw.calls.values()]
-        assert [r for r, _ in session.history] == ["user", "assistant"] * 2
+        assert [r for r, _ in session.context.messages] == ["user", "assistant"] * 2
         # observed into Prometheus from the session's events
         async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
             text = await res.text()
@@ -101,16 +101,15 @@ async def test_barge_in_stops_the_agent_and_keeps_only_what_was_heard(
         assert paused["detail"]["stop_ms"] <= 120, paused
         # As the caller hears it: no agent audio long after they began to speak
         # (two jitter buffers and the VAD's decision are in this figure).
-        late = [at for at, pcm in caller.heard.frames
-                if at > spoke_at + 0.4 and np.abs(pcm).max() > 328 and at < spoke_at + 2.0]
+        late = caller.heard.audible_between(spoke_at + 0.4, spoke_at + 2.0)
         assert not late, f"agent audible {late[0] - spoke_at:.2f} s after the user spoke"
         said = "".join(e["text"] for e in caller.events if e["type"] == "agent_text"
                        and e["turn"] == interrupted["turn"])
         heard = interrupted["heard"]
         assert heard and said.startswith(heard) and len(heard) < len(said), (heard, said)
         (session,) = [c.session for c in gw.calls.values()]
-        assert ("assistant", heard) in session.history
-        assert ("assistant", said) not in session.history
+        assert ("assistant", heard) in session.context.messages
+        assert ("assistant", said) not in session.context.messages
     finally:
         await caller.hang_up()
 

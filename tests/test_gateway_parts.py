@@ -9,9 +9,10 @@ import numpy as np
 
 from gateway.agent_track import FRAME, RATE, AgentAudioTrack
 from gateway.asr_cli import last_voiced_sample
-from gateway.barge_in import is_backchannel, may_be_user
 from gateway.config import BargeInConfig, TurnConfig
-from gateway.turns import SpeechEnded, SpeechStarted, TurnDetector
+from gateway.session.barge_in import is_backchannel, may_be_user
+from gateway.session.events import PauseStarted, SpeechStarted, TurnEnded
+from gateway.session.turn_taker import QUIET_AGENT, AgentLevel, TurnTaker
 from gateway.vad import CHUNK, SileroVad
 from voxray.audio import read_audio
 
@@ -19,13 +20,16 @@ SPEECH = "tests/data/speech"
 
 
 def run_turns(pcm: np.ndarray, params: TurnConfig | None = None,
-              gate: bool = True) -> list[object]:
-    vad, turns = SileroVad(), TurnDetector(params or TurnConfig())
-    out = []
+              agent: AgentLevel = QUIET_AGENT) -> list[object]:
+    """Turn events, each pause judged "finished" at once (so a pause ends the turn)."""
+    turns = TurnTaker(params or TurnConfig(), BargeInConfig(), SileroVad())
+    out: list[object] = []
     for start in range(0, len(pcm) - CHUNK + 1, CHUNK):
-        if (e := turns.feed(vad(pcm[start:start + CHUNK]), start, gate)) is not None:
+        for e in turns.feed(pcm[start:start + CHUNK], start, -20.0, agent):
             out.append(e)
-    return out
+            if isinstance(e, PauseStarted):
+                out += turns.judge(0)
+    return [e for e in out if not isinstance(e, PauseStarted)]
 
 
 def test_vad_turns_on_real_speech() -> None:
@@ -33,9 +37,9 @@ def test_vad_turns_on_real_speech() -> None:
     silence = np.zeros(16000, np.int16)
     pcm = np.concatenate([silence, speech, silence])
     events = run_turns(pcm)
-    assert [type(e) for e in events] == [SpeechStarted, SpeechEnded], events
+    assert [type(e) for e in events] == [SpeechStarted, TurnEnded], events
     start, end = events
-    assert isinstance(start, SpeechStarted) and isinstance(end, SpeechEnded)
+    assert isinstance(start, SpeechStarted) and isinstance(end, TurnEnded)
     loud = np.nonzero(np.abs(pcm) > 500)[0]
     assert abs(start.start_sample - loud[0]) < 0.15 * 16000
     # the VAD's end of speech is within 100 ms of where the energy says it is
@@ -54,13 +58,14 @@ def test_two_sentences_with_a_short_pause_are_one_turn() -> None:
     a, b = (trim(read_audio(f"{SPEECH}/{n}.wav", 16000)) for n in ("s11", "s19"))
     pause = np.zeros(int(0.12 * 16000), np.int16)
     pcm = np.concatenate([np.zeros(8000, np.int16), a, pause, b, np.zeros(16000, np.int16)])
-    assert len(run_turns(pcm)) == 2  # one start, one end
-    assert len(run_turns(pcm, TurnConfig(end_silence_ms=64))) > 2
+    assert len(run_turns(pcm)) == 2  # one start, one end: 120 ms is not a pause
+    assert len(run_turns(pcm, TurnConfig(min_silence_ms=64))) > 2
 
 
-def test_a_closed_gate_hides_speech() -> None:
+def test_the_agents_echo_is_not_speech() -> None:
     pcm = np.concatenate([read_audio(f"{SPEECH}/s02.wav", 16000), np.zeros(16000, np.int16)])
-    assert run_turns(pcm, gate=False) == []
+    assert run_turns(pcm, agent=AgentLevel(audible=True, level_db=0.0)) == []
+    assert len(run_turns(pcm, agent=AgentLevel(audible=True, level_db=-25.0))) == 2
 
 
 def test_echo_guard_and_backchannels() -> None:
@@ -99,7 +104,8 @@ async def test_agent_track_paces_pauses_and_counts_what_was_heard() -> None:
     assert np.abs(rest[0].to_ndarray()).max() > 1000
     assert track.heard_chars(1) == 20 and not track.speaking
     track.push(2, tone, 0, 5)
-    await track.recv()
+    assert np.abs((await track.recv()).to_ndarray()).max() > 1000  # 20 ms of the 200 ms
     track.clear()
-    assert not track.speaking and track.heard_chars(2) < 5
+    assert not track.speaking and track.heard_chars(2) == 0  # a tenth of 5 characters
+    assert not np.abs((await track.recv()).to_ndarray()).any()  # the rest is dropped
     track.stop()

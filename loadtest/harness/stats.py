@@ -16,8 +16,8 @@ import numpy as np
 PERCENTILES = (50, 90, 95, 99)
 # Records that answer "how long until the agent spoke": pipeline turns and duplex utterances.
 TURN_KINDS = ("turn", "duplex")
-GATEWAY_STAGES = ("ttfat_ms", "end_of_turn_ms", "asr_final_ms", "llm_first_token_ms",
-                  "tts_first_audio_ms", "playout_ms")
+GATEWAY_STAGES = ("ttfat_ms", "end_of_turn_ms", "asr_final_ms", "reply_started_at_ms",
+                  "llm_first_token_ms", "tts_first_audio_ms", "held_ms", "playout_ms")
 
 
 @dataclass

@@ -216,8 +216,7 @@ class User:
             paused = [e for e in caller.events[n:] if e["type"] == "agent_paused"]
             if paused:
                 rec.barge_in_stop_ms = float(paused[0]["detail"]["stop_ms"])
-            audible = [at for at, pcm in caller.heard.frames
-                       if at >= spoke_at and np.abs(pcm).max(initial=0) > AUDIBLE]
+            audible = caller.heard.audible_between(spoke_at, float("inf"))
             # the interruption's own reply starts later; only the old answer's tail counts
             interrupted_at = got["received_at"]
             tail = [at for at in audible if at <= interrupted_at + 0.3]

@@ -1,0 +1,41 @@
+"""The chat context: what the LLM is told happened. Only what was committed and played.
+
+A user turn enters when it is committed (never a speculative guess); an agent
+turn enters with exactly the words the caller heard. When nothing of the
+agent's reply was heard (cut before its first whole word, or failed), the next
+user turn continues the last one: with `join` they become one message.
+The LLM app fits the history into its context window (the oldest turns go
+first, the system prompt stays), so this keeps everything the call said.
+"""
+
+from __future__ import annotations
+
+Message = tuple[str, str]  # (role, content)
+
+
+class ChatContext:
+    def __init__(self) -> None:
+        self._messages: list[Message] = []
+
+    @property
+    def messages(self) -> list[Message]:
+        return list(self._messages)
+
+    def with_user(self, text: str, join: bool = False) -> list[Message]:
+        """The messages a reply to this user turn would be given (nothing is recorded)."""
+        if join and self._messages and self._messages[-1][0] == "user":
+            return [*self._messages[:-1], ("user", f"{self._messages[-1][1]} {text}")]
+        return [*self._messages, ("user", text)]
+
+    def commit_user(self, text: str, join: bool = False) -> None:
+        self._messages = self.with_user(text, join)
+
+    def last_user(self) -> str:
+        return self._messages[-1][1] if self._messages and self._messages[-1][0] == "user" else ""
+
+    def agent_heard(self, text: str) -> None:
+        """What the caller heard of the agent's reply (nothing: no message, and the next
+        user turn joins the last one)."""
+        text = text.strip()
+        if text:
+            self._messages.append(("assistant", text))

@@ -1,0 +1,412 @@
+"""A pipeline session: the user's audio -> turns -> ASR -> LLM -> TTS -> the agent's playout.
+
+The session only routes events between its parts:
+
+    chunks --> TurnTaker --(speech started / pause / resumed / turn ended)--> here
+    UserSpeech: audio to the ASR stream, partials and finals back
+    at a pause: the evidence (audio model, pause words, LLM) -> TurnPolicy -> TurnTaker.judge
+                and a speculative ReplyHandle on the pause words, its audio held
+    turn ended: final transcript -> the held reply plays (same words) or a new one starts
+    ChatContext: what was committed and heard;  TurnObserver: events -> turn_metrics
+
+Barge-in: speech while the agent talks pauses its audio at once; a backchannel
+("okay") resumes it, anything longer than `interrupt_after_ms` or any other
+finished turn interrupts it, and the context keeps what was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import grpc
+from aiortc.mediastreams import MediaStreamTrack
+
+from gateway import events as ev
+from gateway.agent_track import AgentAudioTrack
+from gateway.asr_client import AsrStream
+from gateway.audio_in import InChunk, chunks_16k
+from gateway.config import GatewayConfig
+from gateway.session.barge_in import is_backchannel
+from gateway.session.context import ChatContext, Message
+from gateway.session.events import (
+    AgentPaused,
+    PauseJudged,
+    PauseStarted,
+    ReplyProgress,
+    SessionEvent,
+    SpeechResumed,
+    SpeechStarted,
+    TurnCommitted,
+    TurnEnded,
+    TurnEvent,
+)
+from gateway.session.llm_judge import llm_p_end
+from gateway.session.observer import TurnObserver
+from gateway.session.reply import ReplyHandle
+from gateway.session.turn_policy import Evidence, TurnPolicy
+from gateway.session.turn_taker import AgentLevel, TurnTaker
+from gateway.session.user_speech import UserSpeech
+from gateway.smart_turn import SharedSmartTurn
+from gateway.vad import CHUNK, SileroVad
+
+log = logging.getLogger(__name__)
+FINAL_WITHIN_S = 10.0
+# Quiet this long before a decode's words are guessed at: about when the ASR's own
+# pause decode starts, and longer than the gaps between words.
+EARLY_GUESS_SILENCE_MS = 96
+
+
+def _same_words(a: list[Message], b: list[Message]) -> bool:
+    """Two conversations that differ at most in case and punctuation: a speculative reply
+    made for one answers the other."""
+    def norm(messages: list[Message]) -> list[tuple[str, str]]:
+        return [(r, " ".join(re.findall(r"[\w']+", c.lower()))) for r, c in messages]
+    return norm(a) == norm(b)
+
+
+class ArrivalClock:
+    """When each input sample arrived: turn events carry samples, metrics need times."""
+
+    def __init__(self, keep: int = 2000) -> None:
+        self._at: OrderedDict[int, float] = OrderedDict()
+        self._keep = keep
+
+    def note(self, end_sample: int, arrived: float) -> None:
+        self._at[end_sample] = arrived
+        while len(self._at) > self._keep:
+            self._at.popitem(last=False)
+
+    def at(self, end_sample: int, default: float) -> float:
+        return self._at.get(end_sample, default)
+
+
+class PipelineSession:
+    def __init__(self, config: GatewayConfig, channel: grpc.aio.Channel,
+                 send: Callable[[ev.Event], None],
+                 turn_model: SharedSmartTurn | None = None) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.cfg = config
+        self.channel = channel
+        self.send = send
+        self.track = AgentAudioTrack(on_first_audible=self._first_audible)
+        self.context = ChatContext()
+        self.turns = TurnTaker(config.turn, config.barge_in, SileroVad())
+        self.policy = TurnPolicy(config.turn)
+        self.observer = TurnObserver(send)
+        self.turn_model = turn_model
+        self.last_voice_at = time.monotonic()
+        self.closed = asyncio.Event()
+        self.speech: UserSpeech | None = None
+        self.reply: ReplyHandle | None = None  # committed: playing, or being made
+        self.spec: ReplyHandle | None = None  # prepared for the pause being judged
+        self._spec_until = 0  # the last voiced sample of the words it answers
+        self._clock = ArrivalClock()
+        self._judging: asyncio.Task[object] | None = None
+        self._barge_started: float | None = None  # speech over the agent began (arrival)
+        self._replies = 0
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, mic: MediaStreamTrack) -> None:
+        """Until the mic track ends or the session is closed."""
+        await self.run_chunks(chunks_16k(mic))
+
+    async def run_chunks(self, chunks: AsyncIterator[InChunk]) -> None:
+        """The user's audio from any transport, as 16 kHz chunks on one timeline."""
+        async with AsrStream(self.channel, self.id) as asr:
+            self.speech = UserSpeech(asr, self.cfg.turn.preroll_ms)
+            pump = self._spawn(self._asr_events(asr))
+            try:
+                async for chunk in chunks:
+                    self.feed(chunk)
+                    if self.closed.is_set():
+                        break
+            finally:
+                pump.cancel()
+                await self.close()
+
+    async def close(self) -> None:
+        self.closed.set()
+        for reply in (self.spec, self.reply):
+            if reply is not None:
+                reply.cancel("closed")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *(r.finished for r in (self.spec, self.reply)
+                                             if r is not None and r.active),
+                             return_exceptions=True)
+        self.track.stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _emit(self, event: SessionEvent) -> None:
+        self.observer(event)
+        if isinstance(event, ReplyProgress) and self.spec is not None \
+                and event.reply == self.spec.id and event.stage in self._ready_stages():
+            self._route(self.turns.release())  # the answer is ready: the turn may end
+
+    def _ready_stages(self) -> tuple[str, ...]:
+        return ("first_token",) if self.cfg.turn.speculative == "llm" else ("first_audio",)
+
+    # -- input ---------------------------------------------------------------------------
+
+    def _agent_busy(self) -> bool:
+        return self.reply is not None and self.reply.active or self.track.speaking
+
+    def feed(self, chunk: InChunk) -> None:
+        """One 32 ms chunk of the user's audio, in order."""
+        assert self.speech is not None
+        agent = AgentLevel(self.track.audible, self.track.recent_level_db())
+        events = self.turns.feed(chunk.pcm, chunk.start_sample, chunk.level_db, agent)
+        self._clock.note(chunk.start_sample + CHUNK, chunk.arrived)
+        self.speech.add(chunk)
+        if self.turns.in_turn:
+            self.last_voice_at = chunk.arrived
+        self._route(events)
+        if self.spec is not None and self.turns.last_voiced_sample > self._spec_until:
+            self._drop_spec("resumed")  # the user said more than the words it answers
+        self._speculate_early()
+        if (self._barge_started is not None and self.track.paused
+                and self.turns.voiced_ms >= self.cfg.barge_in.interrupt_after_ms):
+            self._interrupt()  # too long for a backchannel, whatever it says
+
+    def _route(self, events: list[TurnEvent]) -> None:
+        for e in events:
+            if isinstance(e, SpeechStarted):
+                self._speech_started(e)
+            elif isinstance(e, PauseStarted):
+                self._judging = self._spawn(self._judge_pause(e))
+            elif isinstance(e, SpeechResumed):
+                self._stop_judging("resumed")
+            elif isinstance(e, TurnEnded):
+                self._turn_ended(e)
+
+    def _speech_started(self, e: SpeechStarted) -> None:
+        assert self.speech is not None
+        self.speech.start_turn()
+        if self._agent_busy():
+            self.track.pause()  # at once; resume or interrupt is decided later
+            self._barge_started = self._clock.at(e.start_sample + CHUNK, time.monotonic())
+            self._emit(AgentPaused(self._barge_started))
+
+    def _stop_judging(self, reason: str) -> None:
+        if self._judging is not None:
+            self._judging.cancel()
+            self._judging = None
+        self._drop_spec(reason)
+
+    def _drop_spec(self, reason: str) -> None:
+        """The speculative reply answers words the user has gone on from: drop it unheard."""
+        if self.spec is not None:
+            self.spec.cancel(reason)
+            self.spec = None
+            self._route(self.turns.release())
+
+    # -- a pause: judge it, and prepare the answer ----------------------------------------
+
+    def _join(self) -> bool:
+        """Whether the next user turn continues the last one (nothing of the agent heard)."""
+        return self.cfg.turn.join_continuations and bool(self.context.last_user())
+
+    async def _judge_pause(self, e: PauseStarted) -> None:
+        assert self.speech is not None
+        cfg = self.cfg.turn
+        wait_s = cfg.evidence_wait_ms / 1000
+        audio: asyncio.Task[tuple[float, float]] | None = None
+        if "audio" in cfg.evidence and self.turn_model is not None:
+            audio = asyncio.ensure_future(self.turn_model.p_finished(self.speech.turn_audio()))
+        t0 = time.monotonic()
+        try:
+            words = await self.speech.pause_words(e.last_voiced_sample, wait_s)
+            words_ms = (time.monotonic() - t0) * 1000 if words is not None else -1.0
+            if words and cfg.speculative != "off" and not self._agent_busy():
+                # (over the agent, the context changes when it is interrupted: no guess)
+                self._speculate(words)
+            p_end = None
+            if words and "llm" in cfg.evidence:
+                p_end = await llm_p_end(self.channel, self.id,
+                                        self.context.with_user(words, self._join()), wait_s)
+            p_audio, cost = await self._audio_verdict(audio)
+        except asyncio.CancelledError:
+            if audio is not None:
+                audio.cancel()
+            raise
+        verdict = self.policy.judge(Evidence(audio=p_audio, words=words, llm=p_end))
+        self._emit(PauseJudged(verdict.p_finished, verdict.wait_ms, cost, verdict.parts,
+                               words or "", words_ms))
+        self._judging = None
+        self._route(self.turns.judge(verdict.wait_ms))
+
+    def _speculate_early(self) -> None:
+        """The ASR decodes at the first ~100 ms of quiet (its pause decode): if that decode
+        heard all the speech so far, prepare the answer now, before the pause is judged."""
+        assert self.speech is not None
+        if (self.cfg.turn.speculative == "off" or self.spec is not None or self._agent_busy()
+                or not self.turns.in_turn or self.turns.silence_ms < EARLY_GUESS_SILENCE_MS):
+            return
+        words = self.speech.words_covering(self.turns.last_voiced_sample)
+        if words:
+            self._speculate(words)
+
+    async def _audio_verdict(self, audio: asyncio.Task[tuple[float, float]] | None
+                             ) -> tuple[float | None, float]:
+        if audio is None:
+            return None, 0.0
+        try:
+            return await audio
+        except Exception:  # a broken model file must not stall the turn: judge without it
+            log.exception("session %s: the turn model failed", self.id)
+            return None, 0.0
+
+    def _speculate(self, words: str) -> None:
+        messages = self.context.with_user(words, self._join())
+        if self.spec is not None and _same_words(self.spec.messages, messages):
+            return
+        self._drop_spec("miss")
+        self._spec_until = self.turns.last_voiced_sample
+        spec = self.spec = self._new_reply(messages, speculative=True)
+        self.turns.hold()
+
+        def ended(_: object) -> None:
+            if self.spec is spec:  # failed before its answer was ready: stop holding
+                self._route(self.turns.release())
+
+        spec.finished.add_done_callback(ended)
+
+    def _new_reply(self, messages: list[Message], speculative: bool) -> ReplyHandle:
+        self._replies += 1
+        reply = ReplyHandle(
+            self._replies, self.channel, self.id, messages, voice=self.cfg.voice,
+            playout=self.track, on_text=self._agent_text, on_event=self._emit,
+            speculative=self.cfg.turn.speculative if speculative else "off",
+            max_tokens=self.cfg.reply_max_tokens)
+        reply.start()
+        return reply
+
+    def _agent_text(self, reply: int, delta: str) -> None:
+        self.send(ev.AgentText("agent_text", reply, delta))
+
+    # -- the end of a turn ------------------------------------------------------------------
+
+    def _turn_ended(self, e: TurnEnded) -> None:
+        assert self.speech is not None
+        if self._judging is not None:
+            self._judging.cancel()  # max_silence_ms came first
+            self._judging = None
+        decided = time.monotonic()
+        last_voiced_at = self._clock.at(e.last_voiced_sample, decided)
+        final = self.speech.end_turn(e.last_voiced_sample)
+        spec, self.spec = self.spec, None  # prepared for this turn
+        self._spawn(self._commit(final, spec, last_voiced_at, decided))
+
+    async def _commit(self, final: asyncio.Future[str], spec: ReplyHandle | None,
+                      last_voiced_at: float, decided_at: float) -> None:
+        try:
+            text = await asyncio.wait_for(final, timeout=FINAL_WITHIN_S)
+        except TimeoutError:
+            self.send(ev.error("asr", f"no final transcript within {FINAL_WITHIN_S:g} s; "
+                                      "say it again"))
+            text = ""
+        except grpc.aio.AioRpcError:
+            text = ""  # the stream failed; _asr_events said so
+        final_at = time.monotonic()
+        if text:
+            self.send(ev.transcript(text, final=True))
+        if self._barge_started is not None and (not text or is_backchannel(text,
+                                                                           self.cfg.barge_in)):
+            self._barge_started = None
+            self.track.resume()
+            self.send(ev.Info("agent_resumed", "backchannel, not an interruption",
+                              {"heard": text}))
+            if spec is not None:
+                spec.cancel("backchannel")
+            return
+        if not text:
+            if spec is not None:
+                spec.cancel("miss")
+            return
+        if self._agent_busy():
+            self._interrupt()
+        joined = self._join()
+        if self.turns.in_turn:
+            # The user is already speaking again (the final came late): answering now
+            # would talk over them; their next words continue this turn.
+            self.context.commit_user(text, joined)
+            if spec is not None:
+                spec.cancel("resumed")
+            return
+        messages = self.context.with_user(text, joined)
+        if spec is not None and spec.failure is None and _same_words(spec.messages, messages):
+            reply, speculation = spec, "hit"
+            reply.commit()
+        else:
+            if spec is not None:
+                spec.cancel("miss")
+            reply, speculation = self._new_reply(messages, speculative=False), \
+                ("miss" if spec is not None else "none")
+        self.context.commit_user(text, joined)
+        self.reply = reply
+        self._emit(TurnCommitted(reply.id, self.context.last_user(), last_voiced_at,
+                                 decided_at, final_at, speculation, joined))
+        self._spawn(self._follow(reply))
+
+    async def _follow(self, reply: ReplyHandle) -> None:
+        """Record what the caller heard of a committed reply, and say when it is over."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await reply.finished
+        if reply.outcome in ("done", "failed") and self.reply is reply:
+            self.reply = None
+            self.context.agent_heard(reply.text if reply.outcome == "done" else reply.heard())
+            if reply.failure is not None:
+                f = reply.failure
+                self.send(ev.error(f.stage, f"the reply failed ({f.message}); "
+                                            "what was said is kept, so say it again"))
+            else:
+                self.send(ev.Info("agent_done", "the answer has been played",
+                                  {"turn": reply.id}))
+
+    def _interrupt(self) -> None:
+        """A real interruption: stop the reply, keep only what the user heard."""
+        reply, self.reply = self.reply, None
+        self._barge_started = None
+        if reply is None:
+            self.track.clear()
+            return
+        heard = reply.interrupt()
+        self.context.agent_heard(heard)
+        self.send(ev.Interrupted("interrupted", reply.id, heard))
+
+    def _first_audible(self, reply: int, sent_at: float) -> None:
+        self._emit(ReplyProgress(reply, "first_audible", sent_at))
+
+    async def _asr_events(self, asr: AsrStream) -> None:
+        assert self.speech is not None
+        try:
+            async for e in asr:
+                kind = e.WhichOneof("kind")
+                if kind == "partial":
+                    self.speech.on_partial(e.utterance_id, e.partial.text,
+                                           e.partial.audio_end_sample)
+                    self.send(ev.transcript(e.partial.text, final=False))
+                    self._speculate_early()
+                elif kind == "final":
+                    self.speech.on_final(e.utterance_id, e.final.text)
+        except grpc.aio.AioRpcError as e:
+            self.speech.fail(e)
+            if not self.closed.is_set():
+                self.send(ev.error("asr", f"{e.code().name}: {e.details()}"))
+                log.warning("session %s: ASR stream failed: %s", self.id, e.details())
+                self.closed.set()  # the mic loop ends the session

@@ -1,0 +1,246 @@
+"""A reply handle: one agent reply, from its LLM call through its TTS stream to the playout.
+
+A reply is speculative (prepared while the user's pause is judged: its text and
+audio are held, nothing reaches the caller), committed (what it says is
+played), cancelled (a speculative one thrown away silently, or a committed one
+interrupted: `interrupt()` returns what the caller heard), or finished.
+
+    handle = ReplyHandle(...); handle.start()
+    handle.commit()            # a speculative reply: play what is held, then the rest
+    await handle.finished      # "done", "interrupted", "cancelled" or "failed"
+
+Cancelling cancels both gRPC calls: the LLM replica aborts the engine request,
+the TTS replica stops its synthesis. A failing stage ends the reply with
+`failure` set; what was generated before the failure is still spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from gateway.llm_client import generate, llm_request
+from gateway.session.context import Message
+from gateway.session.events import ReplyDiscarded, ReplyProgress, SessionEvent
+from gateway.session.playout import Playout
+from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
+
+TTS_RATE = 24_000
+AUDIBLE = 328  # |sample| above about -40 dBFS
+
+
+@dataclass(frozen=True)
+class Failure:
+    stage: str  # "llm" or "tts"
+    message: str
+
+
+@dataclass
+class _Held:
+    pcm: np.ndarray
+    span_start: int
+    span_end: int
+
+
+class ReplyHandle:
+    def __init__(
+        self, reply_id: int, channel: grpc.aio.Channel, conversation_id: str,
+        messages: list[Message], *, voice: str, playout: Playout,
+        on_text: Callable[[int, str], None], on_event: Callable[[SessionEvent], None],
+        speculative: str = "off", max_tokens: int | None = None,
+    ) -> None:
+        self.id = reply_id
+        self.messages = messages  # what it answers
+        self.text = ""  # everything the LLM said so far
+        self.state = "speculative" if speculative != "off" else "committed"
+        self.failure: Failure | None = None
+        self.llm_tokens = 0
+        self.tts_audio_s = 0.0
+        self._channel = channel
+        self._cid = conversation_id
+        self._voice = voice
+        self._playout = playout
+        self._on_text = on_text
+        self._on_event = on_event
+        self._tts_early = speculative != "llm"  # synthesize while still speculative
+        self._sampling = {"max_tokens": max_tokens} if max_tokens else {}
+        self._held_text: list[str] = []
+        self._held_audio: list[_Held] = []
+        self._committed = asyncio.Event()
+        self._llm_done = False
+        self._first: set[str] = set()
+        self._tts_q: asyncio.Queue[tts_pb2.TtsStreamRequest | None] | None = None
+        self._tts_task: asyncio.Task[None] | None = None
+        self._seq = 0
+        self._task: asyncio.Task[str] | None = None
+        self.outcome = ""
+        if self.state == "committed":
+            self._committed.set()
+
+    # -- control ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._milestone("started")
+        self._task = asyncio.create_task(self._run())
+
+    @property
+    def finished(self) -> asyncio.Task[str]:
+        assert self._task is not None, "start() first"
+        return self._task
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def speculative(self) -> bool:
+        return self.state == "speculative"
+
+    def commit(self) -> None:
+        """Play it: the held text and audio go out now, the rest as it comes."""
+        if self.state != "speculative":
+            return
+        self.state = "committed"
+        for delta in self._held_text:
+            self._on_text(self.id, delta)
+        for h in self._held_audio:
+            self._playout.push(self.id, h.pcm, h.span_start, h.span_end)
+        self._held_text.clear()
+        self._held_audio.clear()
+        if self._tts_q is None and self.active:
+            self._open_tts()
+        self._committed.set()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop it. A speculative reply vanishes without a trace but its cost."""
+        if self.state == "speculative":
+            self._on_event(ReplyDiscarded(self.id, reason, self.llm_tokens, self.tts_audio_s))
+        self.state = "cancelled"
+        self.outcome = self.outcome or reason
+        if self._task is not None:
+            self._task.cancel()
+
+    def heard(self) -> str:
+        """The whole words of the text that the caller has heard so far."""
+        if self.state == "speculative":
+            return ""
+        n = min(self._playout.heard_chars(self.id), len(self.text))
+        if 0 < n < len(self.text) and self.text[n].isalnum():
+            n = self.text.rfind(" ", 0, n) + 1  # a word cut in half was not heard
+        return self.text[:n].rstrip()
+
+    def interrupt(self) -> str:
+        """A barge-in: stop, drop its queued audio, and say what was heard."""
+        heard = self.heard()
+        self.cancel("interrupted")
+        self._playout.clear()
+        return heard
+
+    # -- the calls --------------------------------------------------------------------------
+
+    def _milestone(self, stage: str) -> None:
+        if stage not in self._first:
+            self._first.add(stage)
+            self._on_event(ReplyProgress(self.id, stage))
+
+    def _tts_send(self, **kind: object) -> None:
+        assert self._tts_q is not None
+        self._tts_q.put_nowait(tts_pb2.TtsStreamRequest(
+            meta=common_pb2.Meta(session_id=self._cid, seq=self._seq,
+                                 sent_unix_ns=time.time_ns()), **kind))  # type: ignore[arg-type]
+        self._seq += 1
+
+    def _open_tts(self) -> None:
+        self._tts_q = asyncio.Queue()
+        self._tts_send(start=tts_pb2.VoiceOptions(voice=self._voice))
+        if self.text:
+            self._tts_send(text=self.text)
+        if self._llm_done:
+            self._tts_q.put_nowait(None)
+        self._tts_task = asyncio.create_task(self._read_tts())
+
+    async def _tts_requests(self) -> AsyncIterator[tts_pb2.TtsStreamRequest]:
+        assert self._tts_q is not None
+        while (req := await self._tts_q.get()) is not None:
+            yield req
+
+    async def _read_tts(self) -> None:
+        call = tts_pb2_grpc.TtsStub(self._channel).SynthesizeStream(
+            self._tts_requests(), metadata=(("application", "tts"),))
+        try:
+            async for event in call:
+                if event.WhichOneof("kind") != "audio":
+                    continue
+                pcm = np.frombuffer(event.audio.audio.pcm16, "<i2")
+                self.tts_audio_s += len(pcm) / TTS_RATE
+                if np.abs(pcm).max(initial=0) > AUDIBLE:
+                    self._milestone("first_audio")
+                span = event.audio.span
+                if self.state == "speculative":
+                    self._held_audio.append(_Held(pcm, span.start, span.end))
+                else:
+                    self._playout.push(self.id, pcm, span.start, span.end)
+        finally:
+            call.cancel()
+
+    async def _read_llm(self) -> None:
+        call = generate(self._channel, llm_request(self._cid, self.messages, seq=self.id,
+                                                   **self._sampling))
+        try:
+            async for event in call:
+                if event.WhichOneof("kind") != "delta":
+                    continue
+                delta = event.delta.text
+                self._milestone("first_token")
+                self.text += delta
+                self.llm_tokens += event.delta.token_count
+                if self.state == "speculative":
+                    self._held_text.append(delta)
+                else:
+                    self._on_text(self.id, delta)
+                if self._tts_q is not None:
+                    self._tts_send(text=delta)
+        finally:
+            call.cancel()
+            self._llm_done = True
+            self._milestone("llm_done")
+            if self._tts_q is not None:
+                self._tts_q.put_nowait(None)  # half-close: TTS speaks the rest, then ends
+
+    async def _run(self) -> str:
+        """The reply's outcome: "done" or "failed"; cancelled, it raises CancelledError
+        and `outcome` is the reason given to cancel()."""
+        try:
+            if self._tts_early or self.state == "committed":
+                self._open_tts()
+            try:
+                await self._read_llm()
+            except grpc.aio.AioRpcError as e:
+                self.failure = Failure("llm", f"{e.code().name}: {e.details()}")
+                if not self.text:
+                    return self._end("failed")
+            await self._committed.wait()
+            if self._tts_task is not None:
+                try:
+                    await self._tts_task
+                except grpc.aio.AioRpcError as e:
+                    self.failure = self.failure or Failure("tts", f"{e.code().name}: "
+                                                                  f"{e.details()}")
+            await self._playout.played(self.id)
+            self._milestone("done")
+            return self._end("failed" if self.failure else "done")
+        finally:
+            if self._tts_task is not None and not self._tts_task.done():
+                self._tts_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await self._tts_task
+
+    def _end(self, outcome: str) -> str:
+        self.outcome = self.outcome or outcome
+        return self.outcome

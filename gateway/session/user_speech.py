@@ -1,0 +1,119 @@
+"""The user's side of the ASR stream: what is sent, and the words that come back.
+
+Audio goes to the ASR from the start of a turn (with `preroll_ms` before it)
+through its pauses to its end, so a pause and the speech after it stay one
+utterance; the turn's end closes the utterance, and its final transcript is
+awaited here. The latest partial is kept with the stream sample it reached,
+so the turn policy can ask for the words of a pause: the ASR's pause decode,
+which covers the speech and a little of the silence after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from gateway.asr_client import AsrStream
+from gateway.audio_in import InChunk
+from gateway.vad import CHUNK, SAMPLE_RATE
+
+TURN_AUDIO_S = 8  # what the turn model looks at
+# A decode that reaches the start of the VAD's last voiced chunk heard the speech: that
+# chunk ends 30-60 ms after it (Silero stays above `release` that long), and the ASR's
+# pause decode goes on past its own last loud frame into the pause.
+PAUSE_HEARD_S = -CHUNK / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Partial:
+    utterance: int
+    text: str
+    audio_end: int  # ASR stream sample the decode reached
+
+
+class UserSpeech:
+    def __init__(self, asr: AsrStream, preroll_ms: int) -> None:
+        self.asr = asr
+        self._preroll: deque[InChunk] = deque(
+            maxlen=max(1, preroll_ms * SAMPLE_RATE // 1000 // CHUNK))
+        self._turn_audio: deque[np.ndarray] = deque(maxlen=TURN_AUDIO_S * SAMPLE_RATE // CHUNK)
+        self._sending = False
+        self._delta = 0  # ASR stream sample - session sample, for the open turn
+        self._finals: dict[int, asyncio.Future[str]] = {}
+        self._partial: Partial | None = None
+        self._partial_came = asyncio.Event()
+
+    def add(self, chunk: InChunk) -> None:
+        """Every chunk of the user's audio, in order."""
+        self._preroll.append(chunk)
+        if self._sending:
+            self.asr.send_audio(chunk.pcm.tobytes())
+            self._turn_audio.append(chunk.pcm)
+
+    def start_turn(self) -> None:
+        """Speech started: send what led up to it, then everything until the turn ends."""
+        first = self._preroll[0]
+        self._delta = self.asr.samples_sent - first.start_sample
+        self._turn_audio.clear()
+        for c in self._preroll:
+            self.asr.send_audio(c.pcm.tobytes())
+            self._turn_audio.append(c.pcm)
+        self._sending = True
+
+    def end_turn(self, last_voiced_sample: int) -> asyncio.Future[str]:
+        """Close the utterance; the future gets its final transcript."""
+        self._sending = False
+        uid = self.asr.open_utterance
+        self.asr.end_utterance(speech_end_sample=last_voiced_sample + self._delta)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._finals[uid] = fut
+        return fut
+
+    def turn_audio(self) -> np.ndarray:
+        """The open turn's audio so far (its last 8 s)."""
+        return np.concatenate(self._turn_audio) if self._turn_audio else np.zeros(0, np.int16)
+
+    def words_covering(self, last_voiced_sample: int) -> str | None:
+        """The open turn's words, if the latest decode heard it up to that sample."""
+        p = self._partial
+        need = last_voiced_sample + self._delta + int(PAUSE_HEARD_S * SAMPLE_RATE)
+        if self._sending and p is not None and p.utterance == self.asr.open_utterance \
+                and p.audio_end >= need:
+            return p.text
+        return None
+
+    async def pause_words(self, last_voiced_sample: int, within_s: float) -> str | None:
+        """The words of the open turn once a decode has heard its pause; None if none
+        comes within `within_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            if (words := self.words_covering(last_voiced_sample)) is not None:
+                return words
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            self._partial_came.clear()
+            try:
+                await asyncio.wait_for(self._partial_came.wait(), left)
+            except TimeoutError:
+                return None
+
+    def on_partial(self, utterance: int, text: str, audio_end: int) -> None:
+        self._partial = Partial(utterance, text.strip(), audio_end)
+        self._partial_came.set()
+
+    def on_final(self, utterance: int, text: str) -> None:
+        fut = self._finals.pop(utterance, None)
+        if fut is not None and not fut.done():
+            fut.set_result(text.strip())
+
+    def fail(self, error: grpc.aio.AioRpcError) -> None:
+        for fut in self._finals.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._finals.clear()

@@ -1,0 +1,138 @@
+"""Stand-in ASR, LLM and TTS stages on a real local gRPC server, for tests whose subject is
+the session (turn-taking, speculation, recovery), not the models; the real models are
+covered by the tests against the Serve app.
+
+* ASR: partials at each pause of the audio it gets (100 ms under -45 dBFS after speech),
+  with a scripted text per pause; the final repeats the last partial.
+* LLM: streams a scripted answer word by word; can be told to fail mid-answer; its
+  end-of-turn probability is scripted.
+* TTS: 150 ms of tone per word received, each chunk naming its characters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from voxray.v1 import (
+    asr_pb2,
+    asr_pb2_grpc,
+    common_pb2,
+    llm_pb2,
+    llm_pb2_grpc,
+    tts_pb2,
+    tts_pb2_grpc,
+)
+
+QUIET = 32768 * 10 ** (-45 / 20)
+
+
+@dataclass
+class Script:
+    """What the stand-ins say. `asr_texts` are consumed in order, one per pause heard."""
+
+    asr_texts: list[str] = field(default_factory=list)
+    answer: str = "Sure, here is what I found for you today."
+    fail_llm_after: int | None = None  # deltas, then UNAVAILABLE (once)
+    llm_calls: list[list[tuple[str, str]]] = field(default_factory=list)
+    tts_texts: list[str] = field(default_factory=list)
+    word_delay_s: float = 0.03
+    final_delay_s: float = 0.0  # a busy ASR replica
+    p_end: float = 0.01  # the LLM's end-of-turn probability: even odds
+
+
+class StandInAsr(asr_pb2_grpc.AsrServicer):
+    def __init__(self, script: Script) -> None:
+        self.s = script
+
+    async def Transcribe(self, request_iterator: AsyncIterator[asr_pb2.AsrRequest],  # noqa: N802
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[asr_pb2.AsrEvent]:
+        utterance, samples, loud_until, decoded_until, text = 0, 0, -1, -1, ""
+        yield asr_pb2.AsrEvent(ready=asr_pb2.AsrReady(model="stand-in"))
+        async for req in request_iterator:
+            kind = req.WhichOneof("kind")
+            if kind == "audio":
+                pcm = np.frombuffer(req.audio.pcm16, "<i2").astype(np.float32)
+                samples += len(pcm)
+                if len(pcm) and math.sqrt(float(np.mean(pcm * pcm))) > QUIET:
+                    loud_until = samples
+                if loud_until > decoded_until and samples - loud_until >= 1600:
+                    decoded_until = loud_until
+                    text = self.s.asr_texts.pop(0) if self.s.asr_texts else text
+                    yield asr_pb2.AsrEvent(utterance_id=utterance, partial=asr_pb2.Transcript(
+                        text=text, audio_end_sample=samples))
+            elif kind == "end_of_utterance":
+                await asyncio.sleep(self.s.final_delay_s)
+                yield asr_pb2.AsrEvent(utterance_id=utterance,
+                                       final=asr_pb2.Transcript(text=text))
+                utterance, text, decoded_until = utterance + 1, "", loud_until
+
+
+class StandInLlm(llm_pb2_grpc.LlmServicer):
+    def __init__(self, script: Script) -> None:
+        self.s = script
+
+    async def Generate(self, request: llm_pb2.LlmRequest,  # noqa: N802
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[llm_pb2.LlmEvent]:
+        self.s.llm_calls.append([(m.role, m.content) for m in request.messages])
+        words = self.s.answer.split(" ")
+        fail = self.s.fail_llm_after
+        for i, word in enumerate(words):
+            if fail is not None and i == fail:
+                self.s.fail_llm_after = None
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in LLM replica died")
+            await asyncio.sleep(self.s.word_delay_s)
+            yield llm_pb2.LlmEvent(delta=llm_pb2.TextDelta(
+                text=word if i == 0 else " " + word, token_count=1))
+        yield llm_pb2.LlmEvent(done=llm_pb2.LlmDone(finish_reason="stop",
+                                                    completion_tokens=len(words)))
+
+
+    async def EndOfTurn(self, request: llm_pb2.EndOfTurnRequest,  # noqa: N802
+                        context: grpc.aio.ServicerContext) -> llm_pb2.EndOfTurnReply:
+        return llm_pb2.EndOfTurnReply(p_end=self.s.p_end)
+
+
+class StandInTts(tts_pb2_grpc.TtsServicer):
+    RATE = 24_000
+
+    def __init__(self, script: Script) -> None:
+        self.s = script
+
+    async def SynthesizeStream(  # noqa: N802
+            self, request_iterator: AsyncIterator[tts_pb2.TtsStreamRequest],
+            context: grpc.aio.ServicerContext) -> AsyncIterator[tts_pb2.TtsEvent]:
+        text, spoken = "", 0
+        tone = (np.sin(np.arange(self.RATE * 15 // 100) / 4) * 6000).astype("<i2")
+        async for req in request_iterator:
+            if req.WhichOneof("kind") != "text":
+                continue
+            text += req.text
+            # speak every whole word received so far
+            while (end := text.find(" ", spoken + 1)) != -1:
+                yield self._chunk(tone, spoken, end)
+                spoken = end
+        if spoken < len(text):
+            yield self._chunk(tone, spoken, len(text))
+        self.s.tts_texts.append(text)
+
+    @staticmethod
+    def _chunk(pcm: np.ndarray, start: int, end: int) -> tts_pb2.TtsEvent:
+        return tts_pb2.TtsEvent(audio=tts_pb2.TtsAudio(
+            audio=common_pb2.AudioChunk(pcm16=pcm.tobytes(), sample_rate=24_000),
+            span=common_pb2.TextSpan(start=start, end=end), span_complete=True))
+
+
+async def serve_stand_ins(script: Script) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    asr_pb2_grpc.add_AsrServicer_to_server(StandInAsr(script), server)
+    llm_pb2_grpc.add_LlmServicer_to_server(StandInLlm(script), server)
+    tts_pb2_grpc.add_TtsServicer_to_server(StandInTts(script), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"

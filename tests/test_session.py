@@ -1,0 +1,224 @@
+"""A pipeline session without Ray or WebRTC: real speech through the real Silero VAD and Smart
+Turn model, stand-in stages on a real local gRPC server (tests/stand_in_stages.py), the
+agent's track read as aiortc would. The subject is the session: speculation, continuations
+and recovery; the real models are in the Serve tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from gateway import events as ev
+from gateway.audio_in import InChunk, level_db
+from gateway.config import GatewayConfig, TurnConfig
+from gateway.session.pipeline import PipelineSession
+from gateway.smart_turn import SharedSmartTurn
+from gateway.vad import CHUNK, SAMPLE_RATE
+from loadtest.turnset import samples
+from tests.stand_in_stages import Script, serve_stand_ins
+
+SAMPLES = {s.id: s for s in samples()}
+
+
+class Call:
+    """One session fed in real time: `say` queues speech, silence flows in between."""
+
+    def __init__(self, script: Script, **turn: Any) -> None:
+        self.script = script
+        self.turn = turn
+        self.events: list[tuple[float, dict[str, Any]]] = []
+        self.audible: list[float] = []  # when an audible agent frame went out
+        self._pending: list[np.ndarray] = []
+        self._said_done: list[asyncio.Future[float]] = []
+
+    async def __aenter__(self) -> Call:
+        self.server, target = await serve_stand_ins(self.script)
+        self.channel = grpc.aio.insecure_channel(target)
+        self.model = SharedSmartTurn()
+        cfg = GatewayConfig(turn=TurnConfig(**self.turn))
+        self.session = PipelineSession(cfg, self.channel, self._send, self.model)
+        self._tasks = [asyncio.create_task(self.session.run_chunks(self._chunks())),
+                       asyncio.create_task(self._listen())]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+        for t in self._tasks:
+            t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks)
+        await self.channel.close()
+        await self.server.stop(None)
+        self.model.close()
+
+    def _send(self, event: ev.Event) -> None:
+        self.events.append((time.monotonic(), dict(vars(event))))
+
+    def say(self, pcm16: np.ndarray) -> asyncio.Future[float]:
+        """Queue speech; the future gets the time its last sample went in."""
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pending.append(pcm16)
+        self._said_done.append(fut)
+        return fut
+
+    async def _chunks(self) -> AsyncIterator[InChunk]:
+        start, n = time.monotonic(), 0
+        buf = np.zeros(0, np.int16)
+        noise = np.random.default_rng(0)
+        while True:
+            await asyncio.sleep(max(0.0, start + (n + 1) * CHUNK / SAMPLE_RATE - time.monotonic()))
+            if len(buf) < CHUNK and self._pending:
+                buf = np.concatenate([buf, self._pending.pop(0)])
+                done = self._said_done.pop(0)
+                asyncio.get_running_loop().call_later(
+                    len(buf) / SAMPLE_RATE, lambda f=done: f.done() or f.set_result(
+                        time.monotonic()))
+            pcm = np.zeros(CHUNK, np.int16)
+            take = min(CHUNK, len(buf))
+            pcm[:take] = buf[:take]
+            buf = buf[take:]
+            pcm = (pcm + noise.normal(0, 20, CHUNK)).astype(np.int16)  # a mic's floor
+            yield InChunk(pcm, n * CHUNK, time.monotonic(), level_db(pcm))
+            n += 1
+
+    async def _listen(self) -> None:
+        while True:
+            frame = await self.session.track.recv()
+            if np.abs(frame.to_ndarray()).max() > 328:
+                self.audible.append(time.monotonic())
+
+    def of(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, e) for t, e in self.events if e["type"] == kind]
+
+    async def wait(self, kind: str, within_s: float = 20, count: int = 1) -> dict[str, Any]:
+        deadline = time.monotonic() + within_s
+        while len(self.of(kind)) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {kind}: {[e['type'] for _, e in self.events]}")
+            await asyncio.sleep(0.02)
+        return self.of(kind)[count - 1][1]
+
+
+def speech(key: str) -> np.ndarray:
+    return SAMPLES[key].pcm()
+
+
+def last_voiced_at(key: str, said_at: float) -> float:
+    """When the sample's last voiced instant went in, from when its last sample did."""
+    s = SAMPLES[key]
+    return said_at - (len(s.pcm()) / SAMPLE_RATE - s.last_voiced_s)
+
+
+async def test_a_finished_question_plays_the_reply_prepared_during_the_pause() -> None:
+    script = Script(asr_texts=["What time does the pharmacy close today?"])
+    async with Call(script) as call:
+        spoke = last_voiced_at("q01", await call.say(speech("q01")))
+        metrics = await call.wait("turn_metrics")
+        await call.wait("agent_done")
+        assert metrics["speculation"] == "hit", metrics
+        assert metrics["reply_started_at_ms"] < metrics["end_of_turn_ms"]  # began in the pause
+        assert len(script.llm_calls) == 1
+        (final_at, final), = call.of("final")
+        assert final["text"] == "What time does the pharmacy close today?"
+        # nothing of the prepared reply reached the caller before the turn ended
+        assert min(call.audible) >= final_at and min(call.audible) > spoke + 0.2
+        assert all(t >= final_at for t, _ in call.of("agent_text"))
+        judged = call.of("pause_judged")[-1][1]
+        assert judged["words"] == final["text"] and 0 <= judged["evidence"]["audio"] <= 1
+        assert judged["model_ms"] > 0
+        assert call.session.context.messages == [
+            ("user", final["text"]), ("assistant", script.answer)]
+
+
+async def test_speech_after_a_pause_continues_the_turn_and_the_guess_goes_unheard() -> None:
+    whole = "My flight was cancelled and I need to find another one for tomorrow."
+    script = Script(asr_texts=["My flight was cancelled and...", whole])
+    p03 = SAMPLES["p03"]
+    async with Call(script) as call:
+        said = await call.say(p03.pcm())
+        metrics = await call.wait("turn_metrics")
+        await call.wait("agent_done")
+        assert min(call.audible) > last_voiced_at("p03", said), "the agent cut in"
+        first, second = [e for _, e in call.of("pause_judged")][:2]
+        assert first["words"].endswith("and...") and first["wait_ms"] > 1200 + 200, first
+        # the reply guessed at the first pause was thrown away, unheard and unrecorded
+        assert len(script.llm_calls) == 2 and metrics["wasted_llm_tokens"] > 0, metrics
+        assert script.llm_calls[0][-1] == ("user", "My flight was cancelled and...")
+        assert [e["text"] for _, e in call.of("final")] == [whole]
+        assert call.session.context.messages == [("user", whole), ("assistant", script.answer)]
+        replies = {e["turn"] for _, e in call.of("agent_text")}
+        assert replies == {metrics["turn"]}
+        assert second["words"] == whole
+
+
+async def test_a_reply_whose_llm_fails_midway_says_why_and_the_next_turn_works() -> None:
+    script = Script(asr_texts=["What time does the pharmacy close today?",
+                               "What is the capital of Canada?"], fail_llm_after=3)
+    async with Call(script, speculative="off") as call:
+        await call.say(speech("q01"))
+        error = await call.wait("error")
+        assert error["detail"]["stage"] == "llm" and "UNAVAILABLE" in error["message"], error
+        # what was generated before the failure was still spoken, and is what was heard
+        assert script.tts_texts == ["Sure, here is"]
+        await asyncio.sleep(0.5)
+        await call.say(speech("q05"))
+        await call.wait("agent_done")
+        assert not call.of("agent_paused")  # the next question is not taken for a barge-in
+        assert call.session.context.messages == [
+            ("user", "What time does the pharmacy close today?"),
+            ("assistant", "Sure, here is"),
+            ("user", "What is the capital of Canada?"),
+            ("assistant", script.answer)]
+
+
+async def test_going_on_before_a_word_of_the_reply_was_heard_joins_the_turn() -> None:
+    first = "My flight was cancelled and..."
+    rest = "I need to find another one for tomorrow."
+    # The 1.2 s pause outlasts max_silence_ms, so the turn ends; a slow LLM means no
+    # word of the reply has been heard when the user goes on.
+    script = Script(asr_texts=[first, rest], word_delay_s=1.0)
+    async with Call(script, max_silence_ms=700) as call:
+        await call.say(speech("p03"))
+        metrics = await call.wait("turn_metrics", within_s=40)
+        assert metrics["joined"] is True, metrics
+        interrupted = call.of("interrupted")
+        assert interrupted and interrupted[0][1]["heard"] == ""
+        assert [e["text"] for _, e in call.of("final")] == [first, rest]
+        assert script.llm_calls[-1][-1] == ("user", f"{first} {rest}")
+        await call.wait("agent_done", within_s=40)
+        assert call.session.context.messages == [
+            ("user", f"{first} {rest}"), ("assistant", script.answer)]
+
+
+async def test_a_final_that_comes_after_the_user_went_on_is_not_answered_over_them() -> None:
+    first = "My flight was cancelled and..."
+    rest = "I need to find another one for tomorrow."
+    # The turn ends inside the 1.2 s pause, but the final arrives only after the user
+    # has started the next phrase.
+    script = Script(asr_texts=[first, rest], final_delay_s=1.0)
+    async with Call(script, max_silence_ms=500, speculative="off") as call:
+        said = await call.say(speech("p03"))
+        metrics = await call.wait("turn_metrics", within_s=40)
+        assert min(call.audible) > last_voiced_at("p03", said), "the agent talked over the user"
+        assert metrics["joined"] is True and not call.of("agent_paused")
+        assert len(script.llm_calls) == 1 and script.llm_calls[0][-1] == ("user",
+                                                                           f"{first} {rest}")
+
+
+@pytest.mark.parametrize("speculative", ["llm", "off"])
+async def test_other_speculation_modes_answer_the_same(speculative: str) -> None:
+    script = Script(asr_texts=["What is the capital of Canada?"])
+    async with Call(script, speculative=speculative) as call:
+        await call.say(speech("q05"))
+        metrics = await call.wait("turn_metrics")
+        await call.wait("agent_done")
+        assert metrics["speculation"] == ("hit" if speculative == "llm" else "none")
+        assert script.tts_texts == [script.answer]
+        assert call.session.context.messages[-1] == ("assistant", script.answer)

@@ -1,0 +1,168 @@
+"""Turn-taking as a caller meets it, with the CPU-default models and the real turn model:
+speakers who pause mid-sentence are not answered before they finish; finished questions are
+answered from the reply prepared during the pause. aiortc callers and headless Chromium;
+every packet stays on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.caller import RATE, Caller, load_48k
+from gateway.server import Gateway
+from loadtest.turnset import TurnSample, samples
+from tests.test_gateway_e2e import launch_chromium, start_gateway, write_wav
+from voxray.wer import wer
+
+pytestmark = pytest.mark.slow
+AUDIBLE = 328
+
+
+@pytest.fixture(scope="module")
+async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
+    # Short replies: the subject is when the agent starts, not what it says.
+    runner, gw, url = await start_gateway(serve_grpc, reply_max_tokens=12)
+    yield gw, url
+    await runner.cleanup()
+
+
+def agent_audible(caller: Caller, since: float, until: float) -> list[float]:
+    return caller.heard.audible_between(since, until)
+
+
+async def say_and_listen(caller: Caller, sample: TurnSample) -> tuple[float, float, float]:
+    """Speak a sample; (first sample sent, its last voiced instant sent, first audible reply)."""
+    pcm = load_48k(sample.path)
+    n = len(caller.events)
+    first_sent, last_sent = caller.mic.say(pcm)
+    began = await first_sent - np.argmax(np.abs(pcm) > AUDIBLE) / RATE  # the file's start
+    await last_sent
+    await caller.wait_event("turn_metrics", 40, since=n)
+    spoke_until = began + sample.last_voiced_s
+    deadline = time.monotonic() + 10
+    while not (heard := agent_audible(caller, spoke_until, time.monotonic())):
+        assert time.monotonic() < deadline, "turn_metrics came but no reply was heard"
+        await asyncio.sleep(0.05)
+    return began, spoke_until, heard[0]
+
+
+async def test_a_speaker_who_pauses_mid_sentence_is_heard_out(
+        gateway: tuple[Gateway, str]) -> None:
+    _, url = gateway
+    for sample in samples("paused"):
+        caller = Caller(url)
+        await caller.connect()
+        try:
+            began, spoke_until, answered = await say_and_listen(caller, sample)
+            cut_in = agent_audible(caller, began, spoke_until)
+            pauses = [(e["words"], e["wait_ms"]) for e in caller.events
+                      if e["type"] == "pause_judged"]
+            assert not cut_in, (f"{sample.id}: agent audible {cut_in[0] - began:.2f} s into "
+                                f"the utterance, which ends at {sample.last_voiced_s:.2f} s; "
+                                f"pauses judged {pauses}")
+            finals = [e["text"] for e in caller.events if e["type"] == "final"]
+            assert len(finals) == 1, (sample.id, finals)  # one user turn
+            assert wer(sample.text, finals[0]) <= 0.5, (sample.id, finals)
+            metrics = next(e for e in caller.events if e["type"] == "turn_metrics")
+            assert metrics["joined"] is False
+            assert answered - spoke_until < 6.0
+        finally:
+            await caller.hang_up()
+
+
+async def test_finished_questions_are_answered_from_the_prepared_reply(
+        gateway: tuple[Gateway, str]) -> None:
+    _, url = gateway
+    caller = Caller(url)
+    await caller.connect()
+    try:
+        for sample in samples("complete")[:6]:
+            n = len(caller.events)
+            await say_and_listen(caller, sample)
+            await caller.wait_event(("agent_done", "interrupted"), 30, since=n)
+            new = caller.events[n:]
+            (final,) = [e["text"] for e in new if e["type"] == "final"]
+            metrics = next(e for e in new if e["type"] == "turn_metrics")
+            judged = [e for e in new if e["type"] == "pause_judged"]
+            assert judged and 0 <= judged[-1]["p_finished"] <= 1
+            # Whenever the pause decode's words are the final transcript, the reply made
+            # from them during the pause is the one that plays.
+            if judged[-1]["words"] == final:
+                assert metrics["speculation"] == "hit", (sample.id, metrics)
+                assert metrics["reply_started_at_ms"] < metrics["end_of_turn_ms"]
+            assert metrics["ttfat_ms"] > 0 and metrics["held_ms"] >= 0
+            await asyncio.sleep(0.5)
+    finally:
+        await caller.hang_up()
+
+
+TRACE = """() => {
+    window.voxrayTrace = [];
+    let last = {};
+    window.voxrayTimer = setInterval(async () => {
+        const row = {t: performance.now()};
+        (await pc.getStats()).forEach((r) => {
+            if (r.type === "inbound-rtp" && r.kind === "audio") row.agent = r.totalAudioEnergy;
+            if (r.type === "media-source" && r.kind === "audio") row.mic = r.totalAudioEnergy;
+        });
+        window.voxrayTrace.push(row);
+    }, 40);
+}"""
+
+
+def levels(trace: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    """(seconds, energy gained since the previous sample) from cumulative totalAudioEnergy."""
+    rows = [r for r in trace if key in r]
+    return [(b["t"] / 1000, b[key] - a[key]) for a, b in zip(rows, rows[1:], strict=False)]
+
+
+async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, str],
+                                                        tmp_path: Path) -> None:
+    """Headless Chromium speaks paused utterances (the longest pauses) into the page."""
+    from playwright.async_api import async_playwright
+
+    _, url = gateway
+    chosen = sorted(samples("paused"), key=lambda s: -max(s.pauses_s))[:4]
+    gap = np.zeros(RATE * 9, np.int16)  # room for a short answer to play out
+    mic = np.concatenate([np.zeros(RATE, np.int16)]
+                         + [x for s in chosen for x in (load_48k(s.path), gap)])
+    wav = str(tmp_path / "mic.wav")
+    write_wav(wav, mic, RATE)
+    async with async_playwright() as p:
+        browser = await launch_chromium(p, wav)
+        page = await browser.new_page()
+        try:
+            await page.goto(f"{url}/?raw=1")
+            await page.click("#start")
+            await page.wait_for_function("pc && pc.connectionState === 'connected'",
+                                         timeout=20_000)
+            await page.evaluate(TRACE)
+            await asyncio.sleep(len(mic) / RATE)
+            trace = await page.evaluate("window.voxrayTrace")
+            log = await page.inner_text("#log")
+            await page.click("#stop")
+        finally:
+            await browser.close()
+    mic_on = [t for t, e in levels(trace, "mic") if e > 1e-5]
+    agent_on = [t for t, e in levels(trace, "agent") if e > 1e-5]
+    # Each utterance is a run of mic activity with no gap over 3 s; the agent must be
+    # silent from its first sound to its last, and answer after it.
+    runs: list[list[float]] = []
+    for t in mic_on:
+        if runs and t - runs[-1][-1] < 3.0:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    assert len(runs) == len(chosen), (len(runs), [s.id for s in chosen])
+    for sample, run in zip(chosen, runs, strict=True):
+        start, end = run[0], run[-1]
+        inside = [t for t in agent_on if start <= t <= end]
+        assert not inside, f"{sample.id}: agent audible {inside[0] - start:.2f} s in"
+        assert any(end < t < end + 8 for t in agent_on), f"{sample.id}: no answer"
+    assert log.count("you:") >= len(chosen), log
