@@ -13,9 +13,9 @@ import pytest
 from openai import AsyncOpenAI
 from ray import serve
 
-from gateway.llm_client import generate, llm_request, reply_text
+from gateway.llm_client import generate, llm_metadata, llm_request, reply_text
 from voxray import runtime
-from voxray.v1 import llm_pb2
+from voxray.v1 import llm_pb2, llm_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
 
@@ -185,3 +185,38 @@ async def test_openai_compatible_http_api(llm_app: runtime.Endpoints) -> None:
         await client.chat.completions.create(
             model="voxray-llm", messages=[{"role": "robot", "content": "hi"}])  # type: ignore[list-item,misc]
     await client.close()
+
+
+async def end_of_turn(ch: grpc.aio.Channel, cid: str,
+                      messages: list[tuple[str, str]]) -> llm_pb2.EndOfTurnReply:
+    request = llm_pb2.EndOfTurnRequest(conversation_id=cid, messages=[
+        llm_pb2.ChatMessage(role=r, content=c) for r, c in messages])
+    reply: llm_pb2.EndOfTurnReply = await llm_pb2_grpc.LlmStub(ch).EndOfTurn(
+        request, metadata=llm_metadata(cid))
+    return reply
+
+
+async def test_end_of_turn_scores_open_phrases_below_finished_ones(
+        llm_app: runtime.Endpoints) -> None:
+    """The turn policy's LLM evidence: P(the user's message ends where its words stop).
+    Orders of magnitude apart for these pairs, so no CPU's kernels can swap them."""
+    pairs = [("What is the capital of", "What is the capital of France?"),
+             ("I would like to book a table for", "I would like to book a table for two."),
+             ("Can you tell me how to get", "Can you tell me how to get to the station?")]
+    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+        for open_, finished in pairs:
+            a = await end_of_turn(ch, "c-eot", [("user", open_)])
+            b = await end_of_turn(ch, "c-eot", [("user", finished)])
+            assert 0 <= a.p_end < 0.01 and b.p_end > 10 * max(a.p_end, 1e-3), (open_, a, b)
+            assert a.prompt_tokens > 5
+        # the conversation's earlier turns are part of the judgement, and cached
+        history = [("user", "What should I call you?"), ("assistant", "What is your name?")]
+        first = await end_of_turn(ch, "c-eot-h", [*history, ("user", "John")])
+        again = await end_of_turn(ch, "c-eot-h", [*history, ("user", "John")])
+        assert first.p_end > 0.01 and again.cached_prompt_tokens > 0
+        for messages, needle in [([], "empty"), ([("user", "...")], "no words"),
+                                 ([("user", "hi"), ("assistant", "hello")], "last message")]:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await end_of_turn(ch, "c-eot-bad", messages)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert needle in (e.value.details() or ""), e.value
