@@ -40,9 +40,9 @@ class TurnConfig(BaseModel):
     # Smart Turn ONNX file; empty: the one `voxray models prepare` extracts.
     turn_model: str = ""
     turn_model_threads: int = Field(1, ge=1, le=16)
-    # Niceness of the turn model's thread: 15, as Ray runs the stage replicas, so on a
-    # shared box it does not take the cores from the reply being made.
-    turn_model_nice: int = Field(15, ge=0, le=19)
+    # Niceness of the turn model's thread. On a box shared with the stage replicas
+    # (Ray runs them at 15) its verdict can wait; the reply being made cannot.
+    turn_model_nice: int = Field(19, ge=0, le=19)
     # After min_silence_ms, how long to wait for the pause decode's words (and then the
     # LLM's verdict) before judging without them.
     evidence_wait_ms: int = Field(800, ge=0, le=3000)

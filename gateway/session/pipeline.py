@@ -237,6 +237,9 @@ class PipelineSession:
                 self._speculate(words)
             p_end = None
             if words and "llm" in cfg.evidence:
+                if self.spec is not None:  # its first token first: it is on the caller's clock
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.spec.reached("first_token"), wait_s)
                 p_end = await llm_p_end(self.channel, self.id,
                                         self.context.with_user(words, self._join()), wait_s)
             p_audio, cost = await self._audio_verdict(audio)

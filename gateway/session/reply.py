@@ -75,6 +75,7 @@ class ReplyHandle:
         self._committed = asyncio.Event()
         self._llm_done = False
         self._first: set[str] = set()
+        self._reached: dict[str, asyncio.Event] = {}
         self._tts_q: asyncio.Queue[tts_pb2.TtsStreamRequest | None] | None = None
         self._tts_task: asyncio.Task[None] | None = None
         self._seq = 0
@@ -144,9 +145,14 @@ class ReplyHandle:
 
     # -- the calls --------------------------------------------------------------------------
 
+    async def reached(self, stage: str) -> None:
+        """Until the reply has reached a milestone (see ReplyProgress)."""
+        await self._reached.setdefault(stage, asyncio.Event()).wait()
+
     def _milestone(self, stage: str) -> None:
         if stage not in self._first:
             self._first.add(stage)
+            self._reached.setdefault(stage, asyncio.Event()).set()
             self._on_event(ReplyProgress(self.id, stage))
 
     def _tts_send(self, **kind: object) -> None:
