@@ -103,6 +103,10 @@ class GatewayConfig(BaseModel):
     voice: str = "af_heart"
     # LLM tokens per spoken reply; empty: the LLM app's own sampling.max_tokens.
     reply_max_tokens: int | None = Field(None, ge=1, le=4096)
+    # Ask the LLM for this many tokens first, and for the rest once the first unit's
+    # audio is made, so the LLM leaves the cores to that unit (a box where the LLM and
+    # TTS share CPUs). 0: one call.
+    reply_first_tokens: int = Field(0, ge=0, le=256)
     # Duplex mode: how long signalling waits for a free Moshi slot before a 503.
     duplex_connect_s: float = Field(10.0, gt=0, le=120)
     turn: TurnConfig = Field(default_factory=TurnConfig)

@@ -125,14 +125,12 @@ async def with_local_gateway(ns: argparse.Namespace, grpc_target: str
                              ) -> tuple[RunStats, dict[str, Any]]:
     from aiohttp import web
 
-    from gateway.config import GatewayConfig
     from gateway.ice import offer_only
     from gateway.server import Gateway
     from voxray import runtime
 
     offer_only(["127.0.0.1"])
-    cfg = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"],
-                        max_sessions=max(4, ns.users))
+    cfg = runtime.local_gateway_config(max_sessions=max(4, ns.users))
     runner = web.AppRunner(Gateway(cfg, grpc_target).app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", cfg.port).start()

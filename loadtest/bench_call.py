@@ -10,7 +10,8 @@ end. Utterances come from the turn set (tests/data/turns):
 * paused: sentences with 0.4-1.2 s pauses between their phrases; TTFAT from the end
   of the last phrase, and every time the agent was audible before it (a cut-in).
 
-Also: the turn model's time per decision, speculative work thrown away per turn, and
+Also: silences inside each answer (underruns: a unit not ready when the one before it
+ended), the turn model's time per decision, speculative work thrown away per turn, and
 barge-in stop latency (the caller speaks over a long answer).
 
     python -m loadtest.bench_call [--set complete|paused|both] [--turns 24]
@@ -30,7 +31,6 @@ import numpy as np
 from aiohttp import web
 
 from gateway.caller import RATE, Caller, let_agent_talk, load_48k
-from gateway.config import GatewayConfig
 from gateway.ice import offer_only
 from gateway.server import Gateway
 from loadtest.benchutil import pct
@@ -39,6 +39,7 @@ from loadtest.turnset import TurnSample, samples
 from voxray import runtime
 
 AUDIBLE = 328
+UNDERRUN_GAP_MS = 600  # as the load harness counts them (Kokoro's own pauses are shorter)
 STAGES = ("end_of_turn_ms", "asr_final_ms", "reply_started_at_ms", "llm_first_token_ms",
           "tts_first_audio_ms", "held_ms", "playout_ms", "ttfat_ms")
 
@@ -71,6 +72,7 @@ async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
         return None
     await asyncio.sleep(0.3)  # the last frames through the jitter buffer
     heard = audible(caller, spoke_until, time.monotonic())
+    gaps = [(b - a) * 1000 - 20 for a, b in zip(heard, heard[1:], strict=False)]
     new = caller.events[n:]
     judged = [e for e in new if e["type"] == "pause_judged"]
     return {
@@ -85,6 +87,9 @@ async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
                        "p_finished": e["p_finished"], "wait_ms": e["wait_ms"]}
                       for e in judged],
         "finals": [e["text"] for e in new if e["type"] == "final"],
+        # silence inside the answer: a unit not ready when the one before it ended
+        "longest_gap_ms": max(gaps, default=0.0),
+        "underruns": sum(g > UNDERRUN_GAP_MS for g in gaps),
     }
 
 
@@ -126,6 +131,10 @@ def summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
             if turns else float("nan"),
             "tts_audio_s": float(np.mean([t["wasted_tts_s"] for t in turns]))
             if turns else float("nan")},
+        "underruns_per_turn": float(np.mean([t["underruns"] for t in turns]))
+        if turns else float("nan"),
+        "longest_gap_ms": {"p50": pct([t["longest_gap_ms"] for t in turns], 50),
+                           "max": max((t["longest_gap_ms"] for t in turns), default=0.0)},
         "turn_model_ms": {"p50": pct([d["model_ms"] for d in decisions], 50),
                           "p95": pct([d["model_ms"] for d in decisions], 95),
                           "decisions": len(decisions)},
@@ -154,7 +163,8 @@ async def run(url: str, which: str, turns: int, barge_ins: int) -> dict[str, Any
             print(f"turn {i + 1} ({sample.id}, {sample.set}): TTFAT caller "
                   f"{client:.0f} ms" if client is not None else "no audio", "| gateway "
                   + ", ".join(f"{k[:-3]} {g[k]:.0f}" for k in reversed(STAGES))
-                  + f" | {r['speculation']}" + (" | CUT IN" if r["cut_ins"] else ""),
+                  + f" | {r['speculation']} | longest gap {r['longest_gap_ms']:.0f} ms"
+                  + (" | CUT IN" if r["cut_ins"] else ""),
                   flush=True)
             await quiet(caller)
         for _ in range(barge_ins):
@@ -181,7 +191,7 @@ async def run(url: str, which: str, turns: int, barge_ins: int) -> dict[str, Any
 
 async def with_own_gateway(grpc_target: str, which: str, turns: int,
                            barge_ins: int) -> dict[str, Any]:
-    cfg = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"])
+    cfg = runtime.local_gateway_config()
     runner = web.AppRunner(Gateway(cfg, grpc_target).app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", cfg.port).start()

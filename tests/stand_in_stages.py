@@ -4,7 +4,8 @@ covered by the tests against the Serve app.
 
 * ASR: partials at each pause of the audio it gets (100 ms under -45 dBFS after speech),
   with a scripted text per pause; the final repeats the last partial.
-* LLM: streams a scripted answer word by word; can be told to fail mid-answer; its
+* LLM: streams a scripted answer word by word (a word a token), honouring max_tokens
+  and continuing after an assistant_prefix; can be told to fail mid-answer; its
   end-of-turn probability is scripted.
 * TTS: 150 ms of tone per word received, each chunk naming its characters.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -40,6 +42,9 @@ class Script:
     answer: str = "Sure, here is what I found for you today."
     fail_llm_after: int | None = None  # deltas, then UNAVAILABLE (once)
     llm_calls: list[list[tuple[str, str]]] = field(default_factory=list)
+    # (assistant_prefix, max_tokens, when) of each Generate call
+    llm_requests: list[tuple[str, int | None, float]] = field(default_factory=list)
+    tts_first_audio: list[float] = field(default_factory=list)  # per stream
     tts_texts: list[str] = field(default_factory=list)
     word_delay_s: float = 0.03
     final_delay_s: float = 0.0  # a busy ASR replica
@@ -80,17 +85,26 @@ class StandInLlm(llm_pb2_grpc.LlmServicer):
     async def Generate(self, request: llm_pb2.LlmRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> AsyncIterator[llm_pb2.LlmEvent]:
         self.s.llm_calls.append([(m.role, m.content) for m in request.messages])
+        limit = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
+        self.s.llm_requests.append((request.assistant_prefix, limit, time.monotonic()))
         words = self.s.answer.split(" ")
+        done = len(request.assistant_prefix.split()) if request.assistant_prefix else 0
         fail = self.s.fail_llm_after
-        for i, word in enumerate(words):
+        sent = 0
+        for i, word in enumerate(words[done:], done):
             if fail is not None and i == fail:
                 self.s.fail_llm_after = None
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in LLM replica died")
+            if limit is not None and sent == limit:
+                yield llm_pb2.LlmEvent(done=llm_pb2.LlmDone(finish_reason="length",
+                                                            completion_tokens=sent))
+                return
             await asyncio.sleep(self.s.word_delay_s)
             yield llm_pb2.LlmEvent(delta=llm_pb2.TextDelta(
                 text=word if i == 0 else " " + word, token_count=1))
+            sent += 1
         yield llm_pb2.LlmEvent(done=llm_pb2.LlmDone(finish_reason="stop",
-                                                    completion_tokens=len(words)))
+                                                    completion_tokens=sent))
 
 
     async def EndOfTurn(self, request: llm_pb2.EndOfTurnRequest,  # noqa: N802
@@ -115,6 +129,8 @@ class StandInTts(tts_pb2_grpc.TtsServicer):
             text += req.text
             # speak every whole word received so far
             while (end := text.find(" ", spoken + 1)) != -1:
+                if spoken == 0:
+                    self.s.tts_first_audio.append(time.monotonic())
                 yield self._chunk(tone, spoken, end)
                 spoken = end
         if spoken < len(text):

@@ -15,7 +15,6 @@ import pytest
 from aiohttp import web
 
 from gateway.caller import RATE, Caller, let_agent_talk, load_48k, speak_turn
-from gateway.config import GatewayConfig
 from gateway.server import Gateway
 from tests.test_tts_serve import transcribe
 from voxray import runtime
@@ -29,7 +28,7 @@ SPEECH = "tests/data/speech"
 
 @pytest.fixture(scope="module")
 async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
-    config = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"], max_sessions=3)
+    config = runtime.local_gateway_config(max_sessions=3)
     gw = Gateway(config, serve_grpc)
     runner = web.AppRunner(gw.app())
     await runner.setup()
@@ -239,8 +238,7 @@ async def test_a_browser_holds_a_two_turn_conversation(gateway: tuple[Gateway, s
 
 
 async def start_gateway(stages: str, **settings: object) -> tuple[web.AppRunner, Gateway, str]:
-    config = GatewayConfig(port=runtime.free_port(), ice_addresses=["127.0.0.1"],
-                           **settings)  # type: ignore[arg-type]
+    config = runtime.local_gateway_config(**settings)
     gw = Gateway(config, stages)
     runner = web.AppRunner(gw.app())
     await runner.setup()

@@ -220,3 +220,30 @@ async def test_end_of_turn_scores_open_phrases_below_finished_ones(
                 await end_of_turn(ch, "c-eot-bad", messages)
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert needle in (e.value.details() or ""), e.value
+
+
+async def test_a_reply_in_two_calls_continues_from_its_prefix(
+        llm_app: runtime.Endpoints) -> None:
+    """Two-call replies (the gateway's `reply_first_tokens`): the second call's prompt ends
+    inside the reply the first began, so it goes on from there instead of starting over."""
+    question = "Tell me about the history of the city of Rome."
+    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+        whole = await collect(ch, "c-two", question, temperature=0.0, max_tokens=16)
+        first = await collect(ch, "c-two", question, temperature=0.0, max_tokens=5)
+        head = text_of(first)
+        request = llm_request("c-two", [("user", question)], temperature=0.0, max_tokens=11)
+        request.assistant_prefix = head
+        rest = [e async for e in generate(ch, request)]
+        tail = text_of(rest)
+        assert head and tail.strip()
+        assert rest[-1].done.prompt_tokens >= first[-1].done.prompt_tokens + 3  # the prefix
+        # greedy on one machine: the words after the seam are the one-call answer's
+        one, two = text_of(whole).split(), (head + tail).split()
+        n = len(head.split()) + 2
+        assert two[:n] == one[:n], (one, two)
+        assert not tail.lstrip().startswith(head.strip()), (head, tail)  # not said again
+        too_long = llm_request("c-two", [("user", question)])
+        too_long.assistant_prefix = "x" * 100_000
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await reply_text(generate(ch, too_long))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -30,9 +30,10 @@ SAMPLES = {s.id: s for s in samples()}
 class Call:
     """One session fed in real time: `say` queues speech, silence flows in between."""
 
-    def __init__(self, script: Script, **turn: Any) -> None:
+    def __init__(self, script: Script, reply_first_tokens: int = 0, **turn: Any) -> None:
         self.script = script
         self.turn = turn
+        self.first_tokens = reply_first_tokens
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.audible: list[float] = []  # when an audible agent frame went out
         self._pending: list[np.ndarray] = []
@@ -42,7 +43,8 @@ class Call:
         self.server, target = await serve_stand_ins(self.script)
         self.channel = grpc.aio.insecure_channel(target)
         self.model = SharedSmartTurn()
-        cfg = GatewayConfig(turn=TurnConfig(**self.turn))
+        cfg = GatewayConfig(turn=TurnConfig(**self.turn),
+                            reply_first_tokens=self.first_tokens)
         self.session = PipelineSession(cfg, self.channel, self._send, self.model)
         self._tasks = [asyncio.create_task(self.session.run_chunks(self._chunks())),
                        asyncio.create_task(self._listen())]
@@ -210,6 +212,19 @@ async def test_a_final_that_comes_after_the_user_went_on_is_not_answered_over_th
         assert metrics["joined"] is True and not call.of("agent_paused")
         assert len(script.llm_calls) == 1 and script.llm_calls[0][-1] == ("user",
                                                                            f"{first} {rest}")
+
+
+async def test_a_reply_in_two_calls_waits_for_its_first_audio_before_the_rest() -> None:
+    """reply_first_tokens: the LLM leaves the cores to the first unit's synthesis."""
+    script = Script(asr_texts=["What is the capital of Canada?"])
+    async with Call(script, reply_first_tokens=3) as call:
+        await call.say(speech("q05"))
+        await call.wait("agent_done")
+        (first, limit, _), (prefix, _, asked_at) = script.llm_requests
+        assert (first, limit) == ("", 3) and prefix == "Sure, here is"
+        assert asked_at >= script.tts_first_audio[0]  # the rest only once that audio came
+        assert script.tts_texts == [script.answer]  # one reply, spoken whole
+        assert call.session.context.messages[-1] == ("assistant", script.answer)
 
 
 @pytest.mark.parametrize("speculative", ["llm", "off"])

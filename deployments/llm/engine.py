@@ -127,6 +127,9 @@ class VllmEngine:
             [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def text_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def open_turn_ids(self, messages: list[Message]) -> tuple[list[int], set[int]]:
         """The conversation rendered up to the end of the last message's words, left
         open, and the tokens that would close it here: the template's end-of-turn

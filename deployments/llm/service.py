@@ -38,12 +38,21 @@ class LlmService:
         self.args = args
         self.engine = engine
 
-    async def prepare(self, messages: list[Message], sampling: Sampling) -> Prepared:
-        """Check, fit into the context and tokenize (off the event loop)."""
+    async def prepare(self, messages: list[Message], sampling: Sampling,
+                      assistant_prefix: str = "") -> Prepared:
+        """Check, fit into the context and tokenize (off the event loop). With an
+        assistant prefix, the prompt ends inside the reply it begins."""
         turns = check_messages(messages, self.args)
+        if len(assistant_prefix) > self.args.max_message_chars:
+            raise invalid(f"assistant_prefix has {len(assistant_prefix)} characters; at most "
+                          f"{self.args.max_message_chars}")
         budget = self.args.max_model_len - sampling.max_tokens
+        prefix = self.engine.text_ids(assistant_prefix) if assistant_prefix else []
 
-        fitted = await asyncio.to_thread(fit_context, turns, self.engine.prompt_ids, budget)
+        def encode(ms: list[Message]) -> list[int]:
+            return self.engine.prompt_ids(ms) + prefix
+
+        fitted = await asyncio.to_thread(fit_context, turns, encode, budget)
         if fitted.dropped:
             log.info("dropped %d oldest messages to fit %d tokens", fitted.dropped, budget)
         return Prepared(fitted.prompt_ids, sampling, fitted.dropped)
@@ -94,7 +103,8 @@ class LlmService:
         stamp = Stamper(request.meta.session_id or request.conversation_id)
         reply_to = request.meta.seq
         messages = [Message(m.role, m.content) for m in request.messages]
-        prepared = await self.prepare(messages, self.sampling(request.sampling))
+        prepared = await self.prepare(messages, self.sampling(request.sampling),
+                                      request.assistant_prefix)
         request_id = f"{request.conversation_id or 'anon'}-{uuid.uuid4().hex[:12]}"
         ttft_ms = 0.0
         tokens = 0

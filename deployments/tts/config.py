@@ -21,6 +21,9 @@ class TtsArgs(BaseModel):
     intra_op_threads: int = Field(2, ge=1, le=64)
     # Syntheses run concurrently on this many threads (one session, shared).
     synth_workers: int = Field(1, ge=1, le=16)
+    # Units of one stream synthesised at once (with synth_workers >= this): the next
+    # unit is made while the one before it is; 1 makes them one after another.
+    units_ahead: int = Field(2, ge=1, le=8)
     voice: str = "af_heart"
     speed: float = Field(1.0, ge=0.5, le=2.0)
     language: str = "en-us"

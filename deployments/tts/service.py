@@ -10,6 +10,7 @@ unit at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -117,33 +118,60 @@ class TtsService:
     async def _speak(
         self, units: AsyncIterator[tuple[Unit, int]], voice: _Voice, stamp: Stamper
     ) -> AsyncIterator[tts_pb2.TtsEvent]:
+        """Units are synthesised up to `units_ahead` at a time, as soon as each one's text
+        is complete, and sent in order: the next unit is made while the one before it is
+        still being made or played, so short early units leave no silence after them."""
         samples = 0
-        span_start: int | None = None  # unspeakable text joins the next spoken span
         spoken_until = 0
-        first = True
         step = SAMPLE_RATE * self.args.max_message_ms // 1000
-
+        ahead: asyncio.Queue[tuple[Unit, int, int, asyncio.Task[np.ndarray]] | None] = \
+            asyncio.Queue()
+        in_flight = asyncio.Semaphore(self.args.units_ahead)
         last_seq = 0
-        async for unit, reply_to in units:
-            last_seq = reply_to
-            start = unit.start if span_start is None else span_start
-            words = normalize(unit.text)
-            if not speakable(words):
-                span_start = start
-                continue
-            span_start = None
-            audio = await self._synthesize(words, voice, URGENT if first else BACKGROUND)
-            first = False
-            pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-            span = common_pb2.TextSpan(start=start, end=unit.end)
-            for i in range(0, max(len(pcm), 1), step):
-                piece = pcm[i : i + step]
-                chunk = common_pb2.AudioChunk(pcm16=piece.tobytes(), sample_rate=SAMPLE_RATE,
-                                              start_sample=samples)
-                samples += len(piece)
-                yield tts_pb2.TtsEvent(meta=stamp.meta(reply_to), audio=tts_pb2.TtsAudio(
-                    audio=chunk, span=span, span_complete=i + step >= len(pcm)))
-            spoken_until = unit.end
+
+        async def schedule() -> None:
+            nonlocal last_seq
+            span_start: int | None = None  # unspeakable text joins the next spoken span
+            first = True
+            async for unit, reply_to in units:
+                last_seq = reply_to
+                start = unit.start if span_start is None else span_start
+                words = normalize(unit.text)
+                if not speakable(words):
+                    span_start = start
+                    continue
+                span_start = None
+                await in_flight.acquire()
+                task = asyncio.ensure_future(
+                    self._synthesize(words, voice, URGENT if first else BACKGROUND))
+                first = False
+                ahead.put_nowait((unit, start, reply_to, task))
+            ahead.put_nowait(None)
+
+        scheduler = asyncio.create_task(schedule())
+        try:
+            while (item := await ahead.get()) is not None:
+                unit, start, reply_to, task = item
+                audio = await task
+                pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+                span = common_pb2.TextSpan(start=start, end=unit.end)
+                for i in range(0, max(len(pcm), 1), step):
+                    piece = pcm[i : i + step]
+                    chunk = common_pb2.AudioChunk(pcm16=piece.tobytes(),
+                                                  sample_rate=SAMPLE_RATE, start_sample=samples)
+                    samples += len(piece)
+                    yield tts_pb2.TtsEvent(meta=stamp.meta(reply_to), audio=tts_pb2.TtsAudio(
+                        audio=chunk, span=span, span_complete=i + step >= len(pcm)))
+                spoken_until = unit.end
+                in_flight.release()
+            await scheduler  # re-raise a StageError from the request side
+        finally:
+            scheduler.cancel()
+            while not ahead.empty():  # units made ahead that nobody will hear
+                if (left := ahead.get_nowait()) is not None:
+                    left[3].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await scheduler
         yield tts_pb2.TtsEvent(meta=stamp.meta(last_seq), done=tts_pb2.TtsDone(
             total_samples=samples, characters_spoken=spoken_until))
 

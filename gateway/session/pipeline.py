@@ -295,7 +295,7 @@ class PipelineSession:
             self._replies, self.channel, self.id, messages, voice=self.cfg.voice,
             playout=self.track, on_text=self._agent_text, on_event=self._emit,
             speculative=self.cfg.turn.speculative if speculative else "off",
-            max_tokens=self.cfg.reply_max_tokens)
+            max_tokens=self.cfg.reply_max_tokens, first_tokens=self.cfg.reply_first_tokens)
         reply.start()
         return reply
 

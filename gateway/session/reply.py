@@ -32,6 +32,7 @@ from gateway.session.playout import Playout
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 TTS_RATE = 24_000
+FIRST_AUDIO_WAIT_S = 3.0  # a TTS that has not spoken by then: go on with the text anyway
 AUDIBLE = 328  # |sample| above about -40 dBFS
 
 
@@ -53,7 +54,7 @@ class ReplyHandle:
         self, reply_id: int, channel: grpc.aio.Channel, conversation_id: str,
         messages: list[Message], *, voice: str, playout: Playout,
         on_text: Callable[[int, str], None], on_event: Callable[[SessionEvent], None],
-        speculative: str = "off", max_tokens: int | None = None,
+        speculative: str = "off", max_tokens: int | None = None, first_tokens: int = 0,
     ) -> None:
         self.id = reply_id
         self.messages = messages  # what it answers
@@ -69,7 +70,9 @@ class ReplyHandle:
         self._on_text = on_text
         self._on_event = on_event
         self._tts_early = speculative != "llm"  # synthesize while still speculative
-        self._sampling = {"max_tokens": max_tokens} if max_tokens else {}
+        self._max_tokens = max_tokens
+        # Two-call replies need the TTS stream open while the first call runs.
+        self._first_tokens = first_tokens if self._tts_early else 0
         self._held_text: list[str] = []
         self._held_audio: list[_Held] = []
         self._committed = asyncio.Event()
@@ -196,11 +199,35 @@ class ReplyHandle:
             call.cancel()
 
     async def _read_llm(self) -> None:
-        call = generate(self._channel, llm_request(self._cid, self.messages, seq=self.id,
-                                                   **self._sampling))
+        """The answer's text. With `first_tokens`, in two calls: the first few tokens (the
+        first unit's words), then, once that unit's audio is made, the rest as a
+        continuation of the same reply. The LLM idles while the first unit is
+        synthesised, which on a small box is what the caller waits for."""
+        try:
+            finish = await self._llm_call("", self._first_tokens or self._max_tokens)
+            if self._first_tokens and finish == "length" and self._tts_q is not None \
+                    and (self._max_tokens is None or self.llm_tokens < self._max_tokens):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.reached("first_audio"), FIRST_AUDIO_WAIT_S)
+                left = None if self._max_tokens is None else self._max_tokens - self.llm_tokens
+                await self._llm_call(self.text, left)
+        finally:
+            self._llm_done = True
+            self._milestone("llm_done")
+            if self._tts_q is not None:
+                self._tts_q.put_nowait(None)  # half-close: TTS speaks the rest, then ends
+
+    async def _llm_call(self, prefix: str, max_tokens: int | None) -> str:
+        """Stream one Generate call's deltas into the reply; its finish reason."""
+        request = llm_request(self._cid, self.messages, seq=self.id,
+                              **({"max_tokens": max_tokens} if max_tokens else {}))
+        request.assistant_prefix = prefix
+        call = generate(self._channel, request)
+        finish = ""
         try:
             async for event in call:
                 if event.WhichOneof("kind") != "delta":
+                    finish = event.done.finish_reason
                     continue
                 delta = event.delta.text
                 self._milestone("first_token")
@@ -214,10 +241,7 @@ class ReplyHandle:
                     self._tts_send(text=delta)
         finally:
             call.cancel()
-            self._llm_done = True
-            self._milestone("llm_done")
-            if self._tts_q is not None:
-                self._tts_q.put_nowait(None)  # half-close: TTS speaks the rest, then ends
+        return finish
 
     async def _run(self) -> str:
         """The reply's outcome: "done" or "failed"; cancelled, it raises CancelledError
