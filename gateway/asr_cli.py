@@ -36,6 +36,7 @@ class UtteranceResult:
     partials: list[Partial] = field(default_factory=list)
     audio_s: float = 0.0
     final_decode_ms: float = 0.0
+    language: str = ""  # the final's (ISO 639-1)
 
 
 def last_voiced_sample(pcm: np.ndarray, frame: int = 320, dbfs: float = -40.0) -> int:
@@ -80,7 +81,7 @@ async def speak_utterance(
         if ev.WhichOneof("kind") == "final":
             latency = (time.monotonic() - stream.sent_at[eou_seq]) * 1000
             return UtteranceResult(ev.final.text, latency, partials, len(pcm) / SAMPLE_RATE,
-                                   ev.decode_ms)
+                                   ev.decode_ms, ev.final.language)
         _collect(ev, partials, t0, offset, on_partial)
 
 

@@ -89,7 +89,9 @@ class GatewayConfig(BaseModel):
     # The Serve gRPC proxy; empty: this config's grpc_options.port on 127.0.0.1.
     stages: str = ""
     max_sessions: int = Field(8, ge=1)
-    max_session_s: float = Field(1800, gt=0)
+    # A call may last as long as it likes (empty: no cap); the idle timeout still ends
+    # one nobody speaks in.
+    max_session_s: float | None = Field(None, gt=0)
     idle_timeout_s: float = Field(300, gt=0)  # no voice from the user this long ends a session
     # Signalling requires `Authorization: Bearer <token>` when set.
     auth_token: str | None = None
@@ -101,12 +103,23 @@ class GatewayConfig(BaseModel):
     # 80 ms, for playout; the VAD and ASR need no smoothing).
     mic_jitter_packets: int = Field(1, ge=1, le=8)
     voice: str = "af_heart"
+    # The voice that answers in each language the ASR hears (with its `language: auto`);
+    # English and any language not here get `voice`, and an event says so.
+    voices: dict[str, str] = Field(default_factory=lambda: {
+        "es": "ef_dora", "fr": "ff_siwis", "it": "if_sara", "pt": "pf_dora",
+        "hi": "hf_alpha", "ja": "jf_alpha", "zh": "zf_xiaobei"})
+    # The conversation the LLM is sent: the newest whole turns within this many
+    # characters (the LLM app fits them into its context and adds its system prompt),
+    # so a call of hours costs each turn the same.
+    history_max_chars: int = Field(16_000, ge=200)
     # LLM tokens per spoken reply; empty: the LLM app's own sampling.max_tokens.
     reply_max_tokens: int | None = Field(None, ge=1, le=4096)
     # Ask the LLM for this many tokens first, and for the rest once the first unit's
     # audio is made, so the LLM leaves the cores to that unit (a box where the LLM and
     # TTS share CPUs). 0: one call.
     reply_first_tokens: int = Field(0, ge=0, le=256)
+    # The call log (one line per session start and end, turn, error): logfmt or JSON.
+    log_format: Literal["kv", "json"] = "kv"
     # Duplex mode: how long signalling waits for a free Moshi slot before a 503.
     duplex_connect_s: float = Field(10.0, gt=0, le=120)
     turn: TurnConfig = Field(default_factory=TurnConfig)

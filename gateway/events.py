@@ -21,6 +21,7 @@ class Event:
 class Transcript(Event):
     text: str = ""
     final: bool = False
+    language: str = ""  # ISO 639-1 code the ASR heard (empty: not said)
 
 
 @dataclass
@@ -48,6 +49,8 @@ class TurnMetrics(Event):
     wasted_tts_s: float = 0.0
     p_finished: float = -1.0  # the turn policy's last verdict (-1: none)
     joined: bool = False  # continued the previous user turn
+    language: str = ""  # what the user spoke, as the ASR heard it
+    voice: str = ""  # the TTS voice that answered
 
 
 @dataclass
@@ -74,8 +77,8 @@ class Info(Event):
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def transcript(text: str, final: bool) -> Transcript:
-    return Transcript("final" if final else "partial", text, final)
+def transcript(text: str, final: bool, language: str = "") -> Transcript:
+    return Transcript("final" if final else "partial", text, final, language)
 
 
 def error(stage: str, message: str) -> Info:

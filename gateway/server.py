@@ -21,6 +21,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import call_log
 from gateway import events as ev
 from gateway.audio_in import shorten_jitter_buffer
 from gateway.config import GatewayConfig
@@ -134,17 +135,21 @@ class Gateway:
             self.metrics.refused.labels("full").inc()
             return web.Response(status=503, text="gateway is full; try again later\n",
                                 headers={"Retry-After": "5"})
+        try:
+            sdp = (await request.read()).decode("utf-8")
+        except UnicodeDecodeError as e:
+            return web.Response(status=400, text=f"the offer is not UTF-8 text: {e}\n")
         self._answering += 1
         try:
-            return await self._offer(await request.text(), mode)
+            return await self._offer(sdp, mode, request.remote or "")
         finally:
             self._answering -= 1
 
-    async def _offer(self, sdp: str, mode: str) -> web.Response:
+    async def _offer(self, sdp: str, mode: str, remote: str) -> web.Response:
         if "m=audio" not in sdp:
             return web.Response(status=400, text="the offer has no audio media section\n")
         try:
-            answer, location = await self._answer(sdp, mode)
+            answer, location = await self._answer(sdp, mode, remote)
         except DuplexUnavailable as e:
             self.metrics.refused.labels("duplex_full" if e.retry_after_s else "duplex_unavailable"
                                         ).inc()
@@ -167,7 +172,7 @@ class Gateway:
 
     # -- sessions --------------------------------------------------------------------------
 
-    async def _answer(self, sdp: str, mode: str) -> tuple[str, str]:
+    async def _answer(self, sdp: str, mode: str, remote: str) -> tuple[str, str]:
         assert self.channel is not None
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         channels: list[object] = []
@@ -175,6 +180,7 @@ class Gateway:
 
         def send(event: ev.Event) -> None:
             self.metrics.observe(event)
+            call_log.session_event(session.id, event)
             open_channels = [dc for dc in channels if getattr(dc, "readyState", "") == "open"]
             if not open_channels:
                 early.append(event.json())
@@ -225,6 +231,7 @@ class Gateway:
             raise
         self.calls[session.id] = call
         self.metrics.sessions.labels(mode).inc()
+        call_log.session_started(session.id, mode, remote)
         call.task = asyncio.create_task(self._run(call, mic[0]))
         return pc.localDescription.sdp, f"/whip/{session.id}"
 
@@ -247,18 +254,19 @@ class Gateway:
         self.metrics.sessions.labels(call.mode).dec()
         self.metrics.ended.labels(reason.split(":")[0]).inc()
         call.session.send(ev.Info("session_ended", reason))
+        call_log.session_ended(cid, call.mode, reason, call.started)
         await call.session.close()
         await call.pc.close()
         if call.task is not None and call.task is not asyncio.current_task():
             call.task.cancel()
-        log.info("session %s ended: %s", cid, reason)
 
     async def _enforce_limits(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for cid, call in list(self.calls.items()):
-                if now - call.started > self.cfg.max_session_s:
+                cap = self.cfg.max_session_s
+                if cap is not None and now - call.started > cap:
                     await self.end(cid, "session time limit reached")
                 elif now - call.session.last_voice_at > self.cfg.idle_timeout_s:
                     await self.end(cid, "idle timeout")

@@ -129,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         if ns.spawn_rate <= 0:
             raise UsageError("--spawn-rate must be above 0")
         from loadtest.harness.scenario import ScenarioError, load_scenario
+        from loadtest.harness.stats import output_path
+
+        for out in (ns.json, ns.html, ns.csv and f"{ns.csv}_stats.csv"):
+            try:  # before the run, not after its report
+                out and output_path(out)
+            except OSError as e:
+                raise UsageError(f"cannot write {out}: {e}") from None
 
         try:
             scenario = load_scenario(ns.scenario)

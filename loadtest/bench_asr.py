@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import uuid
@@ -28,6 +27,7 @@ import numpy as np
 from gateway.asr_cli import last_voiced_sample, next_event, pump, speak_utterance
 from gateway.asr_client import AsrStream
 from loadtest.benchutil import pct
+from loadtest.harness.stats import write_json
 from voxray.wer import word_errors
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -148,8 +148,8 @@ def main() -> int:
           f"{m['partial_lag_p95_ms']:.0f} ms, max {m['partial_lag_max_ms']:.0f} ms; "
           f"streaming WER {m['wer']:.3f}")
     if ns.json:
-        Path(ns.json).write_text(json.dumps(
-            {"engine": engine, "streaming": m, "rows": [asdict(r) for r in rows]}, indent=2))
+        write_json(ns.json, {"engine": engine, "streaming": m,
+                             "rows": [asdict(r) for r in rows]})
     return 0
 
 

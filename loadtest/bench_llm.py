@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import sys
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass
 import grpc
 
 from gateway.llm_client import generate, llm_request
+from loadtest.harness.stats import write_json
 from voxray import runtime
 
 QUESTIONS = [
@@ -152,9 +152,8 @@ def main() -> int:
     finally:
         runtime.stop()
     if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump({k: v if isinstance(v, dict) else asdict(v)  # type: ignore[call-overload]
-                       for k, v in report.items()}, f, indent=2)
+        write_json(ns.json, {k: v if isinstance(v, dict) else asdict(v)  # type: ignore[call-overload]
+                             for k, v in report.items()})
     return 0
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import psutil
 
 from loadtest.echo_app import EchoAsr
+from loadtest.harness.stats import write_json
 from voxray import runtime
 from voxray.v1 import asr_pb2, asr_pb2_grpc, common_pb2
 
@@ -156,8 +157,7 @@ def main() -> int:
               f"{r['rtt_p50_ms'] - base:10.2f} {'' if cpu is None else f'{cpu:15.2f}'}")
     print("(round trip per 100 ms audio message; 'added' is versus calling the code in-process)")
     if ns.json:
-        with open(ns.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(ns.json, results)
     return 0
 
 

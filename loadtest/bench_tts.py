@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
 
 from loadtest.benchutil import pct
+from loadtest.harness.stats import write_json
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 ANSWERS = [
@@ -162,7 +161,7 @@ def main() -> int:
     finally:
         runtime.stop()
     if ns.json:
-        Path(ns.json).write_text(json.dumps(out, indent=2))
+        write_json(ns.json, out)
     return 0
 
 

@@ -56,3 +56,33 @@ def test_unprepared_local_model_names_the_fix(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="voxray models prepare"):
         resolve_model("base", tmp_path)
     assert resolve_model("distil-large-v3", tmp_path) == "distil-large-v3"  # hub name: passed on
+
+
+def test_language_auto_hears_each_language_and_keeps_to_the_named_ones() -> None:
+    engine = WhisperEngine(AsrArgs(model="base", language="auto",
+                                   languages=["en", "es", "fr", "de", "it", "pt"]))
+    for key, (language, text) in speech.languages().items():
+        hyp = engine.decode(f32(speech.load_language(key)), beam_size=1, language="")
+        assert hyp.language == language and hyp.language_probability > 0.5, (key, hyp)
+        errors, n = word_errors(speech.unaccented(text), speech.unaccented(hyp.text))
+        assert errors / n <= 0.4, (key, hyp.text)
+    english = engine.decode(f32(speech.load("s01")), beam_size=1, language="")
+    assert english.language == "en" and word_errors(speech.references()["s01"],
+                                                    english.text)[0] <= 2
+    # a fixed language decodes in it without asking; a short unclear turn keeps to the
+    # language the caller was heard in
+    fixed = engine.decode(f32(speech.load_language("es1")), beam_size=1, language="es")
+    assert fixed.language == "es" and fixed.language_probability == 1.0
+    short = f32(speech.load_language("it1"))[: 16000 * 3 // 2]
+    assert engine.decode(short, beam_size=1, language="", likely="it").language == "it"
+
+
+def test_languages_an_english_only_model_cannot_decode_are_refused() -> None:
+    with pytest.raises(ValueError, match="English only"):
+        AsrArgs(model="tiny.en", language="es")
+    engine = WhisperEngine(AsrArgs(model="tiny.en"))
+    assert engine.language("auto") == "en"
+    with pytest.raises(ValueError, match="English only"):
+        engine.language("fr")
+    with pytest.raises(ValueError, match="not one Whisper knows"):
+        WhisperEngine(AsrArgs(model="base")).language("xx")

@@ -217,9 +217,17 @@ def _metric_lines(url: str, name: str) -> list[str]:
 
 
 async def test_replica_exports_prometheus_metrics(serve_app, serve_grpc: str) -> None:
-    # runs after the other tests of this module: finals and errors have happened
+    # makes its own final and its own refused stream: it passes alone and in any order
     async with session(serve_grpc, "metrics") as (stream, events):
         await say(stream, events, "s11", speed=3.0)
+    requests, code, _ = BAD_INPUTS["no start"]
+    async with grpc.aio.insecure_channel(serve_grpc) as channel:
+        call = AsrStream(channel, "metrics-bad")._stub.Transcribe(
+            iter(requests), metadata=(("application", "asr"),))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        assert err.value.code() == code
     deadline = time.monotonic() + 60
     while True:  # Ray's agent exports on an interval
         count = _metric_lines(serve_app.metrics, "ray_voxray_asr_final_latency_ms_count")
@@ -229,3 +237,27 @@ async def test_replica_exports_prometheus_metrics(serve_app, serve_grpc: str) ->
         assert time.monotonic() < deadline, (count, ended)
         await asyncio.sleep(2)
     assert float(count[0].rsplit(" ", 1)[1]) >= 1
+
+
+async def test_each_turn_in_the_language_it_was_spoken(serve_grpc: str) -> None:
+    """The CPU profile's `language: auto`: one stream, English then Spanish then French."""
+    async with session(serve_grpc, "languages") as (stream, events):
+        english = await say(stream, events, "s05", speed=3.0)
+        assert english.language == "en" and wer(speech.references()["s05"], english.final) <= 0.3
+        for key in ("es1", "fr1"):
+            language, text = speech.languages()[key]
+            pcm = speech.load_language(key)
+            res = await speak_utterance(stream, events, pcm, realtime=False)
+            assert res.language == language, (key, res)
+            assert wer(speech.unaccented(text), speech.unaccented(res.final)) <= 0.4, res.final
+    for bad, needle in [("xx", "not one Whisper knows"), ("Spanish", "not one Whisper knows")]:
+        async with grpc.aio.insecure_channel(serve_grpc) as channel:
+            start = asr_pb2.AsrRequest(meta=meta(0), start=asr_pb2.AsrStart(
+                sample_rate=16000, language=bad))
+            call = AsrStream(channel, "bad-language")._stub.Transcribe(
+                iter([start]), metadata=(("application", "asr"),))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in call:
+                    pass
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert needle in (err.value.details() or ""), err.value.details()

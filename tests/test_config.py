@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from ray.serve.schema import ServeDeploySchema
 
-from voxray.config import ConfigError, load_config, merge, to_serve_schema
+from voxray import REPO_ROOT
+from voxray.config import ConfigError, load_config, merge, resolve_profiles, to_serve_schema
 
 
 def test_production_config_and_cpu_profile_are_valid_serve_configs() -> None:
@@ -70,3 +71,42 @@ def test_check_config_command_names_the_bad_key(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "voxray.cli", "check-config"],
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0 and "asr:" in ok.stdout
+
+
+def test_the_readme_check_config_example_as_written(tmp_path: Path) -> None:
+    """The README's example, run where a user would have written my-typo.yaml."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("$ .venv/bin/voxray check-config --profile my-typo.yaml\n", 1)[1]
+    expected = block.split("```", 1)[0].strip().splitlines()
+    (tmp_path / "my-typo.yaml").write_text(
+        "applications:\n  asr:\n    deployments:\n      AsrDeployment:\n"
+        "        autoscaling_config:\n          target_ongoing_request: 2\n")
+    run = subprocess.run([str(REPO_ROOT / ".venv/bin/voxray"), "check-config", "--profile",
+                          "my-typo.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == expected, run.stderr
+
+
+def test_profiles_compose_on_the_cpu_profile() -> None:
+    assert resolve_profiles(None) == ["cpu"]
+    assert resolve_profiles(["test"]) == ["cpu", "test"]  # not CUDA ASR on a CPU box
+    assert resolve_profiles(["cpu", "test", "cpu"]) == ["cpu", "test"]
+    assert resolve_profiles(["none"]) == []
+    assert resolve_profiles(["none", "x.yaml"]) == ["x.yaml"]
+    asr = load_config(profiles=resolve_profiles(["test"])).app("asr")
+    assert asr.args["device"] == "cpu" and asr.args["model"] == "tiny.en"
+
+
+def test_an_overlay_in_the_config_files_own_list_form_merges(tmp_path: Path) -> None:
+    listed = {"applications": [{"name": "asr", "args": {"model": "tiny.en"}}]}
+    mapped = {"applications": {"asr": {"args": {"model": "tiny.en"}}}}
+    a = load_config(profiles=["cpu"], overrides=[listed]).app("asr")
+    b = load_config(profiles=["cpu"], overrides=[mapped]).app("asr")
+    assert a == b and a.route_prefix == "/asr" and a.args["device"] == "cpu"
+    profile = tmp_path / "listed.yaml"
+    profile.write_text("applications:\n  - name: asr\n    args: {model: tiny.en}\n"
+                       "  - name: nope\n    args: {}\n")
+    with pytest.raises(ConfigError, match=r"listed.yaml: overlay names 'nope'.*it has: asr"):
+        load_config(profiles=["cpu", str(profile)])
+    with pytest.raises(ConfigError, match="each item a `name`"):
+        load_config(profiles=["cpu"], overrides=[{"applications": [{"args": {}}]}])

@@ -247,3 +247,18 @@ async def test_a_reply_in_two_calls_continues_from_its_prefix(
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await reply_text(generate(ch, too_long))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_reply_language_reaches_the_prompt(llm_app: runtime.Endpoints) -> None:
+    question = [("user", "¿Cuál es la capital de España?")]
+    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+        plain = await reply_text(generate(ch, llm_request("c-lang", question, max_tokens=4)))
+        request = llm_request("c-lang", question, max_tokens=4)
+        request.reply_language = "es"
+        spanish = await reply_text(generate(ch, request))
+        # "The user speaks Spanish: always answer in Spanish." in the system prompt
+        assert spanish[1].prompt_tokens >= plain[1].prompt_tokens + 8, (plain, spanish)
+        request.reply_language = "not a code"
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await reply_text(generate(ch, request))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

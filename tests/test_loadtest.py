@@ -181,7 +181,10 @@ async def test_two_callers_report_csv_json_and_plot(gateway: tuple[Gateway, str]
     turns = list(csv.DictReader(files["turns"].splitlines()))
     assert len(turns) == c["turns_ok"] and all(float(t["client_ttfat_ms"]) > 0 for t in turns)
     assert {t["user"] for t in turns} == {"0", "1"}  # both callers were answered
-    assert all(float(t["reply_s"]) > 1 and int(t["underruns"]) >= 0 for t in turns)
+    assert all(float(t["reply_s"]) > 1 for t in turns)
+    # each turn's underruns add up to the report's counters
+    assert sum(int(t["underruns"]) for t in turns) == c["underruns"]
+    assert sum(int(t["underruns"]) > 0 for t in turns) == c["turns_with_underruns"]
     history = list(csv.DictReader(files["history"].splitlines()))
     assert "replicas:tts/TtsDeployment" in history[0]
     assert max(int(h["open_sessions"]) for h in history) == 2
@@ -201,17 +204,22 @@ async def test_full_gateway_refusals_barge_in_and_a_failed_threshold(
                             barge_in={"probability": 1.0, "talk_s": {"min": 1.0, "max": 1.0}})
         rc = await asyncio.to_thread(main, [
             "--url", url, "--scenario", sc, "--users", "2", "--spawn-rate", "5",
-            "--run-time", "12s", "--only-summary", "--json", str(tmp_path / "r.json"),
-            "--fail-ttfat-p95-ms", "1", "--ray-address", "none"])
+            "--run-time", "12s", "--only-summary", "--json", str(tmp_path / "out" / "r.json"),
+            "--fail-ttfat-p95-ms", "60000", "--fail-dropped", "0", "--ray-address", "none"])
     finally:
         gw.cfg.max_sessions = 4
-    report, _ = read_outputs(str(tmp_path / "r"))
+    report, _ = read_outputs(str(tmp_path / "out" / "r"))  # out/ made by the run
     c = report["counters"]
     assert c["sessions_refused"] >= 1, report["text"]
     assert c["barge_ins_ok"] >= 1, report["text"]
     assert report["metrics"]["barge_in_stop_ms"]["p50"] < 1000
     assert report["metrics"]["barge_in_heard_ms"]["count"] >= 1
-    # no plain turns: TTFAT p95 has no value, and a 1 ms threshold cannot pass anyway
+    # refused is not dropped; but no plain turn means no TTFAT p95, and a threshold on a
+    # metric that was never measured fails the run instead of passing it
+    checks = {ch["name"]: ch for ch in report["thresholds"]["checks"]}
+    assert checks["dropped sessions"]["passed"] and checks["dropped sessions"]["value"] == 0
+    assert checks["caller TTFAT p95 ms"]["value"] is None
+    assert not checks["caller TTFAT p95 ms"]["passed"]
     assert rc == 1 and not report["thresholds"]["passed"]
     assert "--ray-address none" in report["replicas"]["error"]
     assert "replicas: not recorded" in report["text"]

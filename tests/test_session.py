@@ -73,21 +73,24 @@ class Call:
     async def _chunks(self) -> AsyncIterator[InChunk]:
         start, n = time.monotonic(), 0
         buf = np.zeros(0, np.int16)
+        ends: list[tuple[int, asyncio.Future[float]]] = []  # stream sample where a say ends
         noise = np.random.default_rng(0)
         while True:
             await asyncio.sleep(max(0.0, start + (n + 1) * CHUNK / SAMPLE_RATE - time.monotonic()))
             if len(buf) < CHUNK and self._pending:
                 buf = np.concatenate([buf, self._pending.pop(0)])
-                done = self._said_done.pop(0)
-                asyncio.get_running_loop().call_later(
-                    len(buf) / SAMPLE_RATE, lambda f=done: f.done() or f.set_result(
-                        time.monotonic()))
+                ends.append((n * CHUNK + len(buf), self._said_done.pop(0)))
             pcm = np.zeros(CHUNK, np.int16)
             take = min(CHUNK, len(buf))
             pcm[:take] = buf[:take]
             buf = buf[take:]
             pcm = (pcm + noise.normal(0, 20, CHUNK)).astype(np.int16)  # a mic's floor
-            yield InChunk(pcm, n * CHUNK, time.monotonic(), level_db(pcm))
+            chunk = InChunk(pcm, n * CHUNK, time.monotonic(), level_db(pcm))
+            # the time its last sample really went in, however late a busy loop runs
+            for end, fut in [e for e in ends if e[0] <= (n + 1) * CHUNK]:
+                ends.remove((end, fut))
+                fut.done() or fut.set_result(chunk.arrived)
+            yield chunk
             n += 1
 
     async def _listen(self) -> None:

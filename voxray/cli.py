@@ -11,11 +11,19 @@ import sys
 import time
 from pathlib import Path
 
-from voxray.config import DEFAULT_CONFIG, ConfigError, ServeConfig, load_config
+from voxray.config import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    ServeConfig,
+    describe,
+    load_config,
+    resolve_profiles,
+)
 
 
 def _config(ns: argparse.Namespace) -> ServeConfig:
-    profiles = [] if ns.profile == ["none"] else ns.profile
+    profiles = resolve_profiles(ns.profile)
+    print(f"voxray: config {describe(ns.config, profiles)}", file=sys.stderr)
     config = load_config(ns.config, profiles)
     overrides: dict[str, object] = {}
     if getattr(ns, "grpc_port", None):
@@ -70,8 +78,11 @@ def cmd_up(ns: argparse.Namespace) -> int:
     reach = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
     gateway = None
     if not ns.no_gateway:
+        profiles = ["none", *resolve_profiles(ns.profile)]  # exactly what was applied here
         cmd = [sys.executable, "-m", "voxray.cli", "gateway", "--stages", endpoints.grpc,
-               "--config", str(ns.config), *sum((["--profile", p] for p in ns.profile), [])]
+               "--config", str(ns.config), *sum((["--profile", p] for p in profiles), [])]
+        if ns.log_format:
+            cmd += ["--log-format", ns.log_format]
         if ns.gateway_port:
             cmd += ["--port", str(ns.gateway_port)]
             gw.port = ns.gateway_port
@@ -141,6 +152,7 @@ def cmd_call(ns: argparse.Namespace) -> int:
 
 
 def cmd_gateway(ns: argparse.Namespace) -> int:
+    from gateway import call_log
     from gateway.server import serve
 
     config = _config(ns)
@@ -148,6 +160,7 @@ def cmd_gateway(ns: argparse.Namespace) -> int:
     if ns.port is not None:
         gw.port = ns.port
     stages = ns.stages or gw.stages or f"127.0.0.1:{config.grpc_options.port}"
+    call_log.configure(ns.log_format or gw.log_format)
 
     async def run() -> None:
         runner = await serve(gw, stages)
@@ -190,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     def config_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
         p.add_argument("--profile", action="append", default=None,
-                       help="overlay from profiles/ (repeatable; default: cpu; 'none' for none)")
+                       help="overlay from profiles/ or a YAML file, on top of the CPU profile "
+                            "(repeatable; 'none' leaves the CPU profile out)")
 
     p = sub.add_parser("up", help="start the Serve applications (local Ray by default)")
     config_args(p)
@@ -203,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="Prometheus export port of the local Ray node")
     p.add_argument("--no-gateway", action="store_true", help="only the Serve applications")
     p.add_argument("--gateway-port", type=int, help="default: gateway.port in the config")
+    p.add_argument("--log-format", choices=["kv", "json"],
+                   help="the gateway's call log: key=value or JSON (default: gateway.log_format)")
     p.add_argument("--direct-ingress", action="store_true",
                    help="Ray's experimental direct ingress + HAProxy instead of the Python proxy")
     p.set_defaults(func=cmd_up)
@@ -238,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     config_args(p)
     p.add_argument("--stages", default="", help="Serve gRPC proxy host:port")
     p.add_argument("--port", type=int)
+    p.add_argument("--log-format", choices=["kv", "json"],
+                   help="the call log's lines: key=value or JSON (default: gateway.log_format)")
     p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("call", help="speak WAV files to the agent over WebRTC")
@@ -270,8 +288,6 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["loadtest"]:  # its own parser: flags like --help must reach it
         return cmd_loadtest(argparse.Namespace(args=args[1:]))
     ns = ap.parse_args(args)
-    if getattr(ns, "profile", "n/a") is None:
-        ns.profile = ["cpu"]
     try:
         return int(ns.func(ns))
     except ConfigError as e:

@@ -142,12 +142,21 @@ def merge(base: Any, overlay: Any) -> Any:
     given in the overlay as a mapping from name to fields. A `null` in the
     overlay deletes the key.
     """
+    if isinstance(base, list) and _named_items(base) and isinstance(overlay, list):
+        # serve_config.yaml's own form (`- name: asr ...`): the same merge by name
+        if not _named_items(overlay):
+            raise ConfigError("a list that overlays applications or deployments must give "
+                              "each item a `name` (or use the form `asr: {...}`)")
+        overlay = {item["name"]: {k: v for k, v in item.items() if k != "name"}
+                   for item in overlay}
     if isinstance(base, list) and isinstance(overlay, Mapping):
         by_name = {item.get("name"): i for i, item in enumerate(base) if isinstance(item, dict)}
         items = copy.deepcopy(base)
         for name, fields in overlay.items():
             if name not in by_name:
-                raise ConfigError(f"overlay names {name!r}, which the base config does not have")
+                known = ", ".join(str(n) for n in by_name)
+                raise ConfigError(f"overlay names {name!r}, which the base config does not "
+                                  f"have (it has: {known})")
             items[by_name[name]] = merge(items[by_name[name]], fields)
         return items
     if isinstance(base, Mapping) and isinstance(overlay, Mapping):
@@ -163,6 +172,10 @@ def merge(base: Any, overlay: Any) -> Any:
     return copy.deepcopy(overlay)
 
 
+def _named_items(items: list[Any]) -> bool:
+    return bool(items) and all(isinstance(i, Mapping) and "name" in i for i in items)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
@@ -173,6 +186,36 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+DEFAULT_PROFILE = "cpu"  # this repository's machines have no GPU
+
+
+def resolve_profiles(given: list[str] | None) -> list[str]:
+    """The overlays `--profile` means: the CPU profile first, then each given one on top
+    (`--profile test` is CPU + test); `none` among them leaves the CPU profile out
+    (`--profile none`: serve_config.yaml alone, as on a GPU cluster). Each once, in order."""
+    given = list(given or [])
+    chain = given if "none" in given else [DEFAULT_PROFILE, *given]
+    out: list[str] = []
+    for p in chain:
+        if p != "none" and p not in out:
+            out.append(p)
+    return out
+
+
+def shown(path: Path | str) -> str:
+    """A config file's path as messages show it: relative to the repository if inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(REPO_ROOT)) if p.is_absolute() else str(p)
+    except ValueError:
+        return str(p)
+
+
+def describe(path: Path | str, profiles: list[str]) -> str:
+    """`serve_config.yaml + profiles/cpu.yaml + ...`: what a config was made of."""
+    return " + ".join([shown(path), *(shown(profile_path(p)) for p in profiles)])
 
 
 def profile_path(profile: str) -> Path:
@@ -204,11 +247,14 @@ def load_config(
     """Load serve_config.yaml, apply profile overlays then in-code overrides, validate."""
     path = Path(path)
     data: dict[str, Any] = _read_yaml(path)
-    source = str(path)
+    source = shown(path)
     for profile in profiles or []:
         p = profile_path(profile)
-        data = merge(data, _read_yaml(p))
-        source += f" + {p}"
+        try:
+            data = merge(data, _read_yaml(p))
+        except ConfigError as e:
+            raise ConfigError(f"{shown(p)}: {e}") from None
+        source += f" + {shown(p)}"
     for extra in overrides or []:
         data = merge(data, extra)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,7 +22,13 @@ class AsrArgs(BaseModel):
     cpu_threads: int = Field(2, ge=1)
     # Decodes run concurrently on this many threads (GPU: >1 to batch sessions).
     decode_workers: int = Field(1, ge=1, le=16)
-    language: str = "en"
+    # An ISO 639-1 code, or "auto": each decode detects the language from its audio
+    # (multilingual models only) and the transcript says which it heard.
+    language: str = Field("en", pattern=r"^(auto|[a-z]{2,3})$")
+    # With "auto": the languages it may detect (empty: any of Whisper's 99). Naming
+    # the few the callers speak keeps a robotic or accented English from being heard
+    # as, say, Vietnamese.
+    languages: list[str] = Field(default_factory=list)
     partial_beam_size: int = Field(1, ge=1, le=10)
     final_beam_size: int = Field(5, ge=1, le=10)
     # "trimmed": encoder sees the audio + window_pad_s (fast on CPU);
@@ -52,4 +59,10 @@ class AsrArgs(BaseModel):
     def _check(self) -> AsrArgs:
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16", "bfloat16"):
             raise ValueError(f"compute_type {self.compute_type!r} needs device cuda")
+        for code in self.languages:
+            if not re.fullmatch(r"[a-z]{2,3}", code):
+                raise ValueError(f"languages: {code!r} is not an ISO 639-1 code")
+        if self.model.endswith(".en") and self.language not in ("en", "auto"):
+            raise ValueError(f"language {self.language!r}: Whisper {self.model!r} knows "
+                             "English only")
         return self

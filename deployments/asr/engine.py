@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from faster_whisper import WhisperModel
-from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
 from deployments.asr.config import AsrArgs
@@ -31,6 +31,8 @@ TOKENS_PER_SECOND = 8
 # faster-whisper's defaults for attaching punctuation to words.
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+# A detected language this unlikely gives way to the one the stream spoke so far.
+UNSURE_LANGUAGE_P = 0.5
 # Models `voxray models prepare` makes from registry packages.
 LOCAL_MODELS = ("base", "tiny.en")
 
@@ -50,6 +52,8 @@ class Hypothesis:
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     decode_ms: float = 0.0
+    language: str = ""  # ISO 639-1 code it was decoded in
+    language_probability: float = 1.0  # Whisper's, when it detected the language
 
 
 def _words(text: str) -> list[str]:
@@ -104,14 +108,54 @@ class WhisperEngine:
             cpu_threads=args.cpu_threads,
             num_workers=args.decode_workers,
         )
-        ct2 = self._model.model
-        self._tokenizer = Tokenizer(
-            self._model.hf_tokenizer, ct2.is_multilingual, task="transcribe",
-            language=args.language if ct2.is_multilingual else "en",
-        )
+        self.multilingual = bool(self._model.model.is_multilingual)
+        if not self.multilingual and args.language not in ("en", "auto"):
+            raise ValueError(f"Whisper {args.model!r} knows English only, not language "
+                             f"{args.language!r}: use a multilingual model or language en")
+        self._tokenizers: dict[str, Tokenizer] = {}
+        unknown = [c for c in args.languages if c not in _LANGUAGE_CODES]
+        if unknown:
+            raise ValueError(f"languages: {', '.join(unknown)} not among Whisper's")
+        self._allowed = frozenset(args.languages)
+        self._tokenizer = self._tokenizer_for(self.language(args.language) or "en")
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
         self._max_length = self._model.max_length
         log.info("loaded Whisper %s in %.2f s", self.model_path, time.perf_counter() - t0)
+
+    def language(self, asked: str) -> str:
+        """The language to decode in for `asked` ("" for the configured one): a code, or
+        "" to detect it from the audio. Raises ValueError for one it cannot decode."""
+        asked = asked or self.args.language
+        if not self.multilingual:
+            if asked not in ("en", "auto"):
+                raise ValueError(f"this model knows English only, not {asked!r}")
+            return "en"
+        if asked == "auto":
+            return ""
+        if asked not in _LANGUAGE_CODES:
+            raise ValueError(f"language {asked!r} is not one Whisper knows (ISO 639-1 codes)")
+        return asked
+
+    def _detect(self, encoded: object, likely: str) -> tuple[str, float]:
+        """The language Whisper hears, among the configured ones, and its probability
+        among them; `likely` when the audio does not say clearly."""
+        ranked = [(code.strip("<|>"), p) for code, p
+                  in self._model.model.detect_language(encoded)[0]]
+        if self._allowed:
+            ranked = [(c, p) for c, p in ranked if c in self._allowed] or ranked
+        total = sum(p for _, p in ranked) or 1.0
+        probs = {c: p / total for c, p in ranked}
+        lang = ranked[0][0]
+        if likely and lang != likely and probs[lang] < UNSURE_LANGUAGE_P:
+            lang = likely
+        return lang, probs.get(lang, 0.0)
+
+    def _tokenizer_for(self, language: str) -> Tokenizer:
+        if language not in self._tokenizers:
+            self._tokenizers[language] = Tokenizer(
+                self._model.hf_tokenizer, self.multilingual, task="transcribe",
+                language=language if self.multilingual else "en")
+        return self._tokenizers[language]
 
     def warmup(self) -> None:
         t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
@@ -133,18 +177,26 @@ class WhisperEngine:
         return np.ascontiguousarray(feats[:, :frames]), min(content_frames, frames)
 
     def decode(
-        self, audio: np.ndarray, *, prompt: str = "", beam_size: int = 1, with_words: bool = True
+        self, audio: np.ndarray, *, prompt: str = "", beam_size: int = 1, with_words: bool = True,
+        language: str | None = None, likely: str = "",
     ) -> Hypothesis:
-        """Transcribe `audio` (float32 mono 16 kHz, at most 30 s)."""
+        """Transcribe `audio` (float32 mono 16 kHz, at most 30 s) in `language` (a code;
+        "": detect it from this audio, keeping to `likely` when the audio does not say
+        clearly, as a short "Sí." may not; None: the configured one)."""
         t0 = time.perf_counter()
+        lang = self.language(self.args.language) if language is None else language
         if len(audio) < SAMPLE_RATE // 10:
-            return Hypothesis(text="", decode_ms=0.0)
+            return Hypothesis(text="", decode_ms=0.0, language=lang)
         feats, content_frames = self._features(audio)
         encoded = self._model.encode(feats)
-        prev = self._tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
+        lang_p = 1.0
+        if not lang:  # one decoder step on the encoder output already made
+            lang, lang_p = self._detect(encoded, likely)
+        tokenizer = self._tokenizer_for(lang)
+        prev = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
         # Timestamp mode: on a trimmed window, no-timestamps decoding tends to
         # repeat the utterance into the padding; timestamps show where it does.
-        tokens_prompt = self._model.get_prompt(self._tokenizer, prev, without_timestamps=False)
+        tokens_prompt = self._model.get_prompt(tokenizer, prev, without_timestamps=False)
         duration = len(audio) / SAMPLE_RATE
         budget = int(TOKENS_PER_SECOND * duration) + 10  # bounds the worst-case decode time
         result = self._model.model.generate(
@@ -158,10 +210,10 @@ class WhisperEngine:
             suppress_tokens=self._suppress,
         )[0]
         ids = self._speech_tokens(result.sequences_ids[0], duration)
-        text = self._tokenizer.decode(ids).strip()
+        text = tokenizer.decode(ids).strip()
         words: list[DecodedWord] = []
         if with_words and ids:
-            aligned = self._model.find_alignment(self._tokenizer, [ids], encoded, content_frames)
+            aligned = self._model.find_alignment(tokenizer, [ids], encoded, content_frames)
             words = _tidy_words(aligned[0])
         return Hypothesis(
             text=text,
@@ -169,6 +221,8 @@ class WhisperEngine:
             no_speech_prob=float(result.no_speech_prob),
             avg_logprob=float(result.scores[0]) if result.scores else 0.0,  # length-normalised
             decode_ms=(time.perf_counter() - t0) * 1000,
+            language=lang,
+            language_probability=float(lang_p),
         )
 
     def _speech_tokens(self, tokens: list[int], duration: float) -> list[int]:

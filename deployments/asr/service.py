@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 
 from deployments.asr.config import AsrArgs
-from deployments.asr.engine import SAMPLE_RATE, Hypothesis, WhisperEngine
+from deployments.asr.engine import SAMPLE_RATE, UNSURE_LANGUAGE_P, Hypothesis, WhisperEngine
 from deployments.asr.streaming import DecodeJob, StreamingTranscriber, TranscriptUpdate
 from deployments.decode_pool import BACKGROUND, URGENT, DecodePool
 from deployments.errors import StageError, invalid
@@ -85,15 +85,18 @@ class AsrService:
         self.engine.warmup()
         self.pool = DecodePool(args.decode_workers, name="asr-decode")
 
-    def _start(self, req: asr_pb2.AsrRequest) -> bool:
+    def _start(self, req: asr_pb2.AsrRequest) -> tuple[bool, str]:
+        """The stream's options: partials on or off, and the language to decode in
+        ("": detect it per decode)."""
         if req.WhichOneof("kind") != "start":
             raise invalid("the first request of a Transcribe stream must be `start`")
         if req.start.sample_rate != SAMPLE_RATE:
             raise invalid(f"start.sample_rate is {req.start.sample_rate}; send 16000 Hz PCM16")
-        lang = req.start.language
-        if lang and lang != self.args.language:
-            raise invalid(f"start.language {lang!r} is not served here ({self.args.language!r})")
-        return req.start.partials if req.start.HasField("partials") else True
+        try:
+            language = self.engine.language(req.start.language)
+        except ValueError as e:
+            raise invalid(f"start.language: {e}") from None
+        return req.start.partials if req.start.HasField("partials") else True, language
 
     async def transcribe(
         self, requests: AsyncIterator[asr_pb2.AsrRequest]
@@ -102,7 +105,8 @@ class AsrService:
             first = await anext(requests)
         except StopAsyncIteration:
             return
-        partials = self._start(first)
+        partials, language = self._start(first)
+        heard = ""  # with "auto": the language the stream was last clearly heard in
         a = self.args
         t = StreamingTranscriber(
             max_utterance_s=a.max_utterance_s,
@@ -134,11 +138,16 @@ class AsrService:
                     inp.wake.clear()
                     await inp.wake.wait()
                     continue
-                hyp = job.reuse.hypothesis if job.reuse else await self._decode(job)
+                hyp = job.reuse.hypothesis if job.reuse else await self._decode(
+                    job, language, heard)
+                if not language and hyp.language_probability >= UNSURE_LANGUAGE_P \
+                        and len(job.audio) >= SAMPLE_RATE:
+                    heard = hyp.language  # what this caller speaks, for unclear short turns
                 update = t.apply(job, hyp, self.engine.is_silence(hyp))
                 if update is not None:
                     yield _event(update, stamp.meta(job.reply_to_seq),
-                                 decode_ms=0.0 if job.reuse else hyp.decode_ms)
+                                 decode_ms=0.0 if job.reuse else hyp.decode_ms,
+                                 language=hyp.language)
                 if reader.done() and reader.exception() is not None:
                     reader.result()
         finally:
@@ -146,19 +155,22 @@ class AsrService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
-    async def _decode(self, job: DecodeJob) -> Hypothesis:
+    async def _decode(self, job: DecodeJob, language: str, likely: str) -> Hypothesis:
         beam = self.args.final_beam_size if job.final else self.args.partial_beam_size
 
         def run() -> Hypothesis:
             return self.engine.decode(job.audio, prompt=job.prompt, beam_size=beam,
-                                      with_words=self.args.word_timestamps)
+                                      with_words=self.args.word_timestamps, language=language,
+                                      likely=likely)
 
         return await self.pool.run(URGENT if job.final else BACKGROUND, run)  # type: ignore[no-any-return]
 
 
-def _event(u: TranscriptUpdate, meta: common_pb2.Meta, decode_ms: float) -> asr_pb2.AsrEvent:
+def _event(u: TranscriptUpdate, meta: common_pb2.Meta, decode_ms: float,
+           language: str = "") -> asr_pb2.AsrEvent:
     msg = asr_pb2.Transcript(
         text=u.text,
+        language=language,
         stable_text=u.stable_text,
         audio_start_sample=u.start_sample,
         audio_end_sample=u.end_sample,

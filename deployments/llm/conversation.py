@@ -6,6 +6,7 @@ No engine here: the token counter is passed in, so this is tested alone.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,30 @@ class FittedConversation:
     # Oldest turns left out so the prompt and max_tokens fit the context.
     dropped: int
     prompt_ids: list[int]
+
+
+# What the system prompt calls a language; others go by their code.
+LANGUAGE_NAMES = {
+    "en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
+    "pt": "Portuguese", "nl": "Dutch", "pl": "Polish", "ru": "Russian", "uk": "Ukrainian",
+    "tr": "Turkish", "ar": "Arabic", "hi": "Hindi", "ja": "Japanese", "zh": "Chinese",
+    "ko": "Korean", "sv": "Swedish", "da": "Danish", "no": "Norwegian", "fi": "Finnish",
+    "cs": "Czech", "el": "Greek", "he": "Hebrew", "id": "Indonesian", "vi": "Vietnamese",
+    "ca": "Catalan", "ro": "Romanian", "hu": "Hungarian",
+}
+
+
+def answer_in(turns: list[Message], language: str) -> list[Message]:
+    """`turns` (system prompt first, if any) asking for the answer in `language`."""
+    if not language:
+        return turns
+    if not re.fullmatch(r"[a-z]{2,3}", language):
+        raise invalid(f"reply_language {language!r} is not an ISO 639-1 code")
+    name = LANGUAGE_NAMES.get(language, f"the language with ISO 639-1 code {language!r}")
+    rule = f"The user speaks {name}: always answer in {name}."
+    if turns and turns[0].role == "system":
+        return [Message("system", f"{turns[0].content}\n{rule}"), *turns[1:]]
+    return [Message("system", rule), *turns]
 
 
 def check_messages(messages: Sequence[Message], args: LlmArgs) -> list[Message]:

@@ -15,6 +15,7 @@ from deployments.llm.config import LlmArgs
 from deployments.llm.conversation import (
     Message,
     Sampling,
+    answer_in,
     check_messages,
     fit_context,
     sampling_for,
@@ -39,10 +40,10 @@ class LlmService:
         self.engine = engine
 
     async def prepare(self, messages: list[Message], sampling: Sampling,
-                      assistant_prefix: str = "") -> Prepared:
+                      assistant_prefix: str = "", reply_language: str = "") -> Prepared:
         """Check, fit into the context and tokenize (off the event loop). With an
         assistant prefix, the prompt ends inside the reply it begins."""
-        turns = check_messages(messages, self.args)
+        turns = answer_in(check_messages(messages, self.args), reply_language)
         if len(assistant_prefix) > self.args.max_message_chars:
             raise invalid(f"assistant_prefix has {len(assistant_prefix)} characters; at most "
                           f"{self.args.max_message_chars}")
@@ -104,7 +105,7 @@ class LlmService:
         reply_to = request.meta.seq
         messages = [Message(m.role, m.content) for m in request.messages]
         prepared = await self.prepare(messages, self.sampling(request.sampling),
-                                      request.assistant_prefix)
+                                      request.assistant_prefix, request.reply_language)
         request_id = f"{request.conversation_id or 'anon'}-{uuid.uuid4().hex[:12]}"
         ttft_ms = 0.0
         tokens = 0

@@ -28,6 +28,12 @@ from voxray.v1 import common_pb2, tts_pb2
 log = logging.getLogger(__name__)
 
 
+# Kokoro names a voice by its language's letter (af_heart, ef_dora, jf_alpha ...);
+# this is the espeak-ng language its text is phonemised in.
+VOICE_LANGUAGES = {"a": "en-us", "b": "en-gb", "e": "es", "f": "fr-fr", "h": "hi", "i": "it",
+                   "j": "ja", "p": "pt-br", "z": "cmn"}
+
+
 class _Voice:
     def __init__(self, voice: str, speed: float, language: str) -> None:
         self.voice, self.speed, self.language = voice, speed, language
@@ -50,7 +56,8 @@ class TtsService:
         speed = opts.speed if opts.HasField("speed") else self.args.speed
         if not 0.5 <= speed <= 2.0:
             raise invalid(f"speed {speed:g} is outside 0.5-2.0")
-        language = opts.language or self.args.language
+        language = opts.language or (self.args.language if voice[:1] in ("a", "b")
+                                     else VOICE_LANGUAGES.get(voice[:1], self.args.language))
         if voice[:1] in ("a", "b") and language not in ("en-us", "en-gb"):
             raise invalid(f"language {language!r} does not fit English voice {voice!r}")
         return _Voice(voice, speed, language)
@@ -136,7 +143,7 @@ class TtsService:
             async for unit, reply_to in units:
                 last_seq = reply_to
                 start = unit.start if span_start is None else span_start
-                words = normalize(unit.text)
+                words = normalize(unit.text, voice.language.startswith("en"))
                 if not speakable(words):
                     span_start = start
                     continue

@@ -152,11 +152,21 @@ def _clock(m: re.Match[str]) -> str:
     return f"{num2words(int(m.group(1)))} " + ("o'clock" if minutes == 0 else num2words(minutes))
 
 
-def normalize(text: str) -> str:
-    """Words for the phonemiser: markdown and emoji dropped, numbers and symbols spelt out."""
+def normalize(text: str, english: bool = True) -> str:
+    """Words for the phonemiser: markdown and emoji dropped, numbers and symbols spelt out
+    (in English; other languages keep their digits, which espeak-ng reads in each)."""
     for pattern, repl in _MARKDOWN:
         text = pattern.sub(repl, text)
     text = _drop_symbols(text)
+    if english:
+        text = _spell_out(text)
+    text = re.sub(r"[*_#~`<>\[\]{}^|\\]", " ", text)
+    text = re.sub(r"(?<=[\w)])\s*\n+\s*(?=\S)", ", ", text)  # a line break is a pause
+    text = re.sub(r"\s+", " ", text)
+    return re.sub(r"\s+([,.!?;:])", r"\1", text).strip()
+
+
+def _spell_out(text: str) -> str:
     text = re.sub(r"([$€£])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?\b", _money, text)
     text = re.sub(r"(\d+(?:\.\d+)?)\s?%", lambda m: f"{m.group(1)} percent", text)
     text = re.sub(r"\b(\d{1,2}):(\d{2})\b", _clock, text)
@@ -167,10 +177,7 @@ def normalize(text: str) -> str:
     for abbr, words in ABBREVIATIONS.items():
         escaped = re.escape(abbr) if abbr.endswith(".") else re.escape(abbr) + r"\b"
         text = re.sub(r"(?<![\w.])" + escaped, words, text, flags=re.IGNORECASE)
-    text = re.sub(r"[*_#~`<>\[\]{}^|\\]", " ", text)
-    text = re.sub(r"(?<=[\w)])\s*\n+\s*(?=\S)", ", ", text)  # a line break is a pause
-    text = re.sub(r"\s+", " ", text)
-    return re.sub(r"\s+([,.!?;:])", r"\1", text).strip()
+    return text
 
 
 def speakable(text: str) -> bool:

@@ -4,8 +4,9 @@ A user turn enters when it is committed (never a speculative guess); an agent
 turn enters with exactly the words the caller heard. When nothing of the
 agent's reply was heard (cut before its first whole word, or failed), the next
 user turn continues the last one: with `join` they become one message.
-The LLM app fits the history into its context window (the oldest turns go
-first, the system prompt stays), so this keeps everything the call said.
+It keeps the newest whole turns within `max_chars` (a turn starts at a user
+message), so a call of hours sends the LLM the same amount each turn; the LLM
+app fits those into its context window and puts its system prompt first.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ Message = tuple[str, str]  # (role, content)
 
 
 class ChatContext:
-    def __init__(self) -> None:
+    def __init__(self, max_chars: int = 16_000) -> None:
         self._messages: list[Message] = []
+        self._max_chars = max_chars
 
     @property
     def messages(self) -> list[Message]:
@@ -29,6 +31,7 @@ class ChatContext:
 
     def commit_user(self, text: str, join: bool = False) -> None:
         self._messages = self.with_user(text, join)
+        self._trim()
 
     def last_user(self) -> str:
         return self._messages[-1][1] if self._messages and self._messages[-1][0] == "user" else ""
@@ -39,3 +42,17 @@ class ChatContext:
         text = text.strip()
         if text:
             self._messages.append(("assistant", text))
+
+    def _trim(self) -> None:
+        """Drop the oldest whole turns past max_chars; the newest turn always stays."""
+        size = sum(len(c) for _, c in self._messages)
+        drop = 0
+        while size > self._max_chars:
+            nxt = next((i for i in range(drop + 1, len(self._messages))
+                        if self._messages[i][0] == "user"), None)
+            if nxt is None:
+                break
+            size -= sum(len(c) for _, c in self._messages[drop:nxt])
+            drop = nxt
+        if drop:
+            del self._messages[:drop]

@@ -77,6 +77,8 @@ class TurnCommitted:
     final_at: float  # the final transcript arrived
     speculation: str  # "hit" (the held answer plays), "miss" (restarted), "none"
     joined: bool  # a continuation of the previous turn
+    language: str = ""  # the user's, as the ASR heard it
+    voice: str = ""  # the voice that answers
     at: float = field(default_factory=_now)
 
 

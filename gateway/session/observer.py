@@ -98,4 +98,4 @@ class TurnObserver:
             wasted_llm_tokens=r.wasted_tokens,
             wasted_tts_s=round(r.wasted_s, 3),
             p_finished=round(verdict.p_finished, 3) if verdict else -1.0,
-            joined=t.joined))
+            joined=t.joined, language=t.language, voice=t.voice))

@@ -97,7 +97,8 @@ class PipelineSession:
         self.channel = channel
         self.send = send
         self.track = AgentAudioTrack(on_first_audible=self._first_audible)
-        self.context = ChatContext()
+        self.context = ChatContext(config.history_max_chars)
+        self._no_voice: set[str] = set()  # languages told to have no voice of their own
         self.turns = TurnTaker(config.turn, config.barge_in, SileroVad())
         self.policy = TurnPolicy(config.turn)
         self.observer = TurnObserver(send)
@@ -247,7 +248,8 @@ class PipelineSession:
             if audio is not None:
                 audio.cancel()
             raise
-        verdict = self.policy.judge(Evidence(audio=p_audio, words=words, llm=p_end))
+        verdict = self.policy.judge(Evidence(audio=p_audio, words=words, llm=p_end,
+                                             language=self.speech.language or "en"))
         self._emit(PauseJudged(verdict.p_finished, verdict.wait_ms, cost, verdict.parts,
                                words or "", words_ms))
         self._judging = None
@@ -289,10 +291,26 @@ class PipelineSession:
 
         spec.finished.add_done_callback(ended)
 
+    def _voice_for(self, language: str) -> str:
+        """The configured voice for the user's language; the default voice, said once per
+        language, for one without a voice."""
+        voice = self.cfg.voices.get(language)
+        if voice is not None:
+            return voice
+        if language and not language.startswith("en") and language not in self._no_voice:
+            self._no_voice.add(language)
+            self.send(ev.Info("voice_fallback", f"no voice for language {language!r} in "
+                              f"gateway.voices; answering with {self.cfg.voice}",
+                              {"language": language, "voice": self.cfg.voice}))
+        return self.cfg.voice
+
     def _new_reply(self, messages: list[Message], speculative: bool) -> ReplyHandle:
+        assert self.speech is not None
         self._replies += 1
+        language = self.speech.language
         reply = ReplyHandle(
-            self._replies, self.channel, self.id, messages, voice=self.cfg.voice,
+            self._replies, self.channel, self.id, messages, voice=self._voice_for(language),
+            language=language,
             playout=self.track, on_text=self._agent_text, on_event=self._emit,
             speculative=self.cfg.turn.speculative if speculative else "off",
             max_tokens=self.cfg.reply_max_tokens, first_tokens=self.cfg.reply_first_tokens)
@@ -317,6 +335,7 @@ class PipelineSession:
 
     async def _commit(self, final: asyncio.Future[str], spec: ReplyHandle | None,
                       last_voiced_at: float, decided_at: float) -> None:
+        assert self.speech is not None
         try:
             text = await asyncio.wait_for(final, timeout=FINAL_WITHIN_S)
         except TimeoutError:
@@ -327,7 +346,7 @@ class PipelineSession:
             text = ""  # the stream failed; _asr_events said so
         final_at = time.monotonic()
         if text:
-            self.send(ev.transcript(text, final=True))
+            self.send(ev.transcript(text, True, self.speech.language))
         if self._barge_started is not None and (not text or is_backchannel(text,
                                                                            self.cfg.barge_in)):
             self._barge_started = None
@@ -352,7 +371,8 @@ class PipelineSession:
                 spec.cancel("resumed")
             return
         messages = self.context.with_user(text, joined)
-        if spec is not None and spec.failure is None and _same_words(spec.messages, messages):
+        if spec is not None and spec.failure is None and _same_words(spec.messages, messages) \
+                and spec.language == self.speech.language:
             reply, speculation = spec, "hit"
             reply.commit()
         else:
@@ -363,7 +383,8 @@ class PipelineSession:
         self.context.commit_user(text, joined)
         self.reply = reply
         self._emit(TurnCommitted(reply.id, self.context.last_user(), last_voiced_at,
-                                 decided_at, final_at, speculation, joined))
+                                 decided_at, final_at, speculation, joined, reply.language,
+                                 reply.voice))
         self._spawn(self._follow(reply))
 
     async def _follow(self, reply: ReplyHandle) -> None:
@@ -402,11 +423,11 @@ class PipelineSession:
                 kind = e.WhichOneof("kind")
                 if kind == "partial":
                     self.speech.on_partial(e.utterance_id, e.partial.text,
-                                           e.partial.audio_end_sample)
-                    self.send(ev.transcript(e.partial.text, final=False))
+                                           e.partial.audio_end_sample, e.partial.language)
+                    self.send(ev.transcript(e.partial.text, False, e.partial.language))
                     self._speculate_early()
                 elif kind == "final":
-                    self.speech.on_final(e.utterance_id, e.final.text)
+                    self.speech.on_final(e.utterance_id, e.final.text, e.final.language)
         except grpc.aio.AioRpcError as e:
             self.speech.fail(e)
             if not self.closed.is_set():

@@ -55,8 +55,11 @@ class ReplyHandle:
         messages: list[Message], *, voice: str, playout: Playout,
         on_text: Callable[[int, str], None], on_event: Callable[[SessionEvent], None],
         speculative: str = "off", max_tokens: int | None = None, first_tokens: int = 0,
+        language: str = "",
     ) -> None:
         self.id = reply_id
+        self.language = language  # the user's: the LLM is asked to answer in it
+        self.voice = voice
         self.messages = messages  # what it answers
         self.text = ""  # everything the LLM said so far
         self.state = "speculative" if speculative != "off" else "committed"
@@ -222,6 +225,7 @@ class ReplyHandle:
         request = llm_request(self._cid, self.messages, seq=self.id,
                               **({"max_tokens": max_tokens} if max_tokens else {}))
         request.assistant_prefix = prefix
+        request.reply_language = self.language
         call = generate(self._channel, request)
         finish = ""
         try:

@@ -46,6 +46,7 @@ class UserSpeech:
         self._finals: dict[int, asyncio.Future[str]] = {}
         self._partial: Partial | None = None
         self._partial_came = asyncio.Event()
+        self.language = ""  # the ASR's, for the latest words it heard ("" until it says)
 
     def add(self, chunk: InChunk) -> None:
         """Every chunk of the user's audio, in order."""
@@ -103,11 +104,15 @@ class UserSpeech:
             except TimeoutError:
                 return None
 
-    def on_partial(self, utterance: int, text: str, audio_end: int) -> None:
+    def on_partial(self, utterance: int, text: str, audio_end: int, language: str = "") -> None:
         self._partial = Partial(utterance, text.strip(), audio_end)
+        if language and text.strip():
+            self.language = language
         self._partial_came.set()
 
-    def on_final(self, utterance: int, text: str) -> None:
+    def on_final(self, utterance: int, text: str, language: str = "") -> None:
+        if language and text.strip():
+            self.language = language
         fut = self._finals.pop(utterance, None)
         if fut is not None and not fut.done():
             fut.set_result(text.strip())

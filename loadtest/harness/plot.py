@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from loadtest.harness.stats import TURN_KINDS, RunStats
+from loadtest.harness.stats import TURN_KINDS, RunStats, output_path
 
 W, H, PAD = 1000, 260, 50
 RIGHT = W - 240  # the plot's right edge; the legend goes beyond it
@@ -99,4 +99,4 @@ def render(stats: RunStats, report: dict[str, Any], path: str | Path) -> None:
             f"<svg width='{W}' height='{H}' xmlns='http://www.w3.org/2000/svg'>{''.join(svg1)}"
             f"</svg><br><svg width='{W}' height='{H}' xmlns='http://www.w3.org/2000/svg'>"
             f"{''.join(svg2)}</svg><pre>{html.escape(report.get('text', ''))}</pre></body>")
-    Path(path).write_text(page)
+    output_path(path).write_text(page)

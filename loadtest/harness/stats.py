@@ -160,8 +160,15 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def output_path(path: str | Path) -> Path:
+    """`path`, with the folders it needs made (`--json out/run.json` on a fresh clone)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def write_json(path: str | Path, report: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(_clean(report), indent=2) + "\n")
+    output_path(path).write_text(json.dumps(_clean(report), indent=2) + "\n")
 
 
 def write_csv(prefix: str, stats: RunStats, report: dict[str, Any]) -> list[str]:
@@ -169,6 +176,7 @@ def write_csv(prefix: str, stats: RunStats, report: dict[str, Any]) -> list[str]
     turn), PREFIX_history.csv (load and replicas per second), PREFIX_failures.csv."""
     written = []
     path = f"{prefix}_stats.csv"
+    output_path(path)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["metric", "count", *(f"p{q}" for q in PERCENTILES), "min", "max", "mean"])

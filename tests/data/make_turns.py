@@ -122,10 +122,10 @@ class KokoroVoice:
         self.whisper = WhisperModel(str(models_dir() / "whisper-base"), device="cpu",
                                     compute_type="int8", cpu_threads=2)
 
-    def say(self, text: str, voice: str) -> np.ndarray:
+    def say(self, text: str, voice: str, lang: str = "") -> np.ndarray:
         from voxray.audio import resample
 
-        lang = "en-gb" if voice.startswith("b") else "en-us"
+        lang = lang or ("en-gb" if voice.startswith("b") else "en-us")
         audio = self.engine.synthesize(text, voice, 1.0, lang)
         return resample((np.clip(audio, -1, 1) * 32767).astype(np.int16), 24_000, RATE)
 

@@ -50,18 +50,20 @@ class Word(_message.Message):
     def __init__(self, text: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Transcript(_message.Message):
-    __slots__ = ("text", "words", "stable_text", "audio_start_sample", "audio_end_sample")
+    __slots__ = ("text", "words", "stable_text", "audio_start_sample", "audio_end_sample", "language")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     WORDS_FIELD_NUMBER: _ClassVar[int]
     STABLE_TEXT_FIELD_NUMBER: _ClassVar[int]
     AUDIO_START_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_END_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     text: str
     words: _containers.RepeatedCompositeFieldContainer[Word]
     stable_text: str
     audio_start_sample: int
     audio_end_sample: int
-    def __init__(self, text: _Optional[str] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., stable_text: _Optional[str] = ..., audio_start_sample: _Optional[int] = ..., audio_end_sample: _Optional[int] = ...) -> None: ...
+    language: str
+    def __init__(self, text: _Optional[str] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., stable_text: _Optional[str] = ..., audio_start_sample: _Optional[int] = ..., audio_end_sample: _Optional[int] = ..., language: _Optional[str] = ...) -> None: ...
 
 class AsrReady(_message.Message):
     __slots__ = ("model", "replica_id")

@@ -30,18 +30,20 @@ class SamplingOverrides(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LlmRequest(_message.Message):
-    __slots__ = ("meta", "conversation_id", "messages", "sampling", "assistant_prefix")
+    __slots__ = ("meta", "conversation_id", "messages", "sampling", "assistant_prefix", "reply_language")
     META_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     ASSISTANT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    REPLY_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     meta: _common_pb2.Meta
     conversation_id: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     sampling: SamplingOverrides
     assistant_prefix: str
-    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., conversation_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingOverrides, _Mapping]] = ..., assistant_prefix: _Optional[str] = ...) -> None: ...
+    reply_language: str
+    def __init__(self, meta: _Optional[_Union[_common_pb2.Meta, _Mapping]] = ..., conversation_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingOverrides, _Mapping]] = ..., assistant_prefix: _Optional[str] = ..., reply_language: _Optional[str] = ...) -> None: ...
 
 class TextDelta(_message.Message):
     __slots__ = ("text", "token_count")
