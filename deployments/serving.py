@@ -1,9 +1,8 @@
-"""Glue between stage services and Serve's gRPC proxy."""
+"""Glue between stage services and Serve's gRPC proxy (the deployment.py files' only)."""
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -11,7 +10,6 @@ import grpc
 from ray.serve.grpc_util import RayServegRPCContext
 
 from deployments.errors import StageError
-from voxray.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,28 +48,3 @@ async def reply_with_status(reply: Awaitable[T], grpc_context: RayServegRPCConte
     async for out in relay_with_status(one(), grpc_context):
         return out  # type: ignore[return-value]
     raise AssertionError("unreachable")
-
-
-class Stamper:
-    """Numbers one stream's events and stamps their Meta."""
-
-    def __init__(self, session_id: str, first_seq: int = 0) -> None:
-        self._session_id = session_id
-        self._seq = first_seq
-
-    def meta(self, reply_to_seq: int) -> common_pb2.Meta:
-        meta = common_pb2.Meta(session_id=self._session_id, seq=self._seq,
-                               sent_unix_ns=time.time_ns(), reply_to_seq=reply_to_seq)
-        self._seq += 1
-        return meta
-
-
-def stream_outcome(error: BaseException | None) -> str:
-    """How a stream ended, for metrics: OK, a StageError's code, CANCELLED or INTERNAL."""
-    if error is None:
-        return "OK"
-    if isinstance(error, StageError):
-        return error.code.name
-    if isinstance(error, GeneratorExit | StopAsyncIteration):
-        return "CANCELLED"
-    return "INTERNAL"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.paced_track import PacedAudioTrack
+from voxray.paced_track import PacedAudioTrack
 
 RATE = 24_000
 FRAME = RATE // 50  # 20 ms

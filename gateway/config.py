@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from voxray.config import ServeConfig
 
 BACKCHANNELS = frozenset({
     "uh-huh", "uh", "huh", "mm-hm", "mhm", "mm", "hmm", "um", "okay", "ok", "yeah", "yes",
@@ -124,3 +126,21 @@ class GatewayConfig(BaseModel):
     duplex_connect_s: float = Field(10.0, gt=0, le=120)
     turn: TurnConfig = Field(default_factory=TurnConfig)
     barge_in: BargeInConfig = Field(default_factory=BargeInConfig)
+
+
+def gateway_config(config: ServeConfig) -> GatewayConfig:
+    """The `gateway:` section of a loaded config, validated at load."""
+    section = config.section("gateway")
+    assert isinstance(section, GatewayConfig)
+    return section
+
+
+def local_gateway_config(**settings: Any) -> GatewayConfig:
+    """The CPU profile's gateway settings on a free loopback port, with `settings` on top
+    (the gateway tests and benches run what `voxray up` runs)."""
+    from voxray.config import load_config, resolve_profiles
+    from voxray.runtime import free_port
+
+    base = gateway_config(load_config(profiles=resolve_profiles(None))).model_dump()
+    base |= {"host": "127.0.0.1", "port": free_port(), "ice_addresses": ["127.0.0.1"]}
+    return GatewayConfig.model_validate(base | settings)

@@ -21,8 +21,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from gateway import events as ev
 from gateway.audio_in import level_db, resampled
 from gateway.config import GatewayConfig
-from gateway.moshi_client import FRAME_SAMPLES, SAMPLE_RATE, MoshiStream
-from gateway.paced_track import PacedAudioTrack
+from voxray.paced_track import PacedAudioTrack
+from voxray.stage_clients.moshi import FRAME_SAMPLES, SAMPLE_RATE, MoshiStream
 
 log = logging.getLogger(__name__)
 

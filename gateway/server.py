@@ -26,10 +26,10 @@ from gateway import events as ev
 from gateway.audio_in import shorten_jitter_buffer
 from gateway.config import GatewayConfig
 from gateway.duplex import DuplexSession, DuplexUnavailable, SessionEnded
-from gateway.ice import offer_only
 from gateway.metrics import GatewayMetrics
 from gateway.session.pipeline import PipelineSession
 from gateway.smart_turn import SharedSmartTurn
+from voxray.ice import offer_only
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"

@@ -24,10 +24,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from gateway.asr_cli import last_voiced_sample, next_event, pump, speak_utterance
-from gateway.asr_client import AsrStream
 from loadtest.benchutil import pct
 from loadtest.harness.stats import write_json
+from voxray.clients.asr_cli import last_voiced_sample, next_event, pump, speak_utterance
+from voxray.stage_clients.asr import AsrStream
 from voxray.wer import word_errors
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from gateway.config import local_gateway_config
 from loadtest.__main__ import check_target
 from loadtest.harness import plot
 from loadtest.harness.replicas import ReplicaPoller
@@ -125,12 +126,11 @@ async def with_local_gateway(ns: argparse.Namespace, grpc_target: str
                              ) -> tuple[RunStats, dict[str, Any]]:
     from aiohttp import web
 
-    from gateway.ice import offer_only
     from gateway.server import Gateway
-    from voxray import runtime
+    from voxray.ice import offer_only
 
     offer_only(["127.0.0.1"])
-    cfg = runtime.local_gateway_config(max_sessions=max(4, ns.users))
+    cfg = local_gateway_config(max_sessions=max(4, ns.users))
     runner = web.AppRunner(Gateway(cfg, grpc_target).app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", cfg.port).start()

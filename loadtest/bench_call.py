@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from gateway.caller import RATE, Caller, let_agent_talk, load_48k
-from gateway.ice import offer_only
+from gateway.config import local_gateway_config
 from gateway.server import Gateway
 from loadtest.benchutil import pct
 from loadtest.harness.stats import write_json
 from loadtest.turnset import TurnSample, samples
 from voxray import runtime
+from voxray.clients.caller import RATE, Caller, let_agent_talk, load_48k
+from voxray.ice import offer_only
 
 AUDIBLE = 328
 UNDERRUN_GAP_MS = 600  # as the load harness counts them (Kokoro's own pauses are shorter)
@@ -191,7 +192,7 @@ async def run(url: str, which: str, turns: int, barge_ins: int) -> dict[str, Any
 
 async def with_own_gateway(grpc_target: str, which: str, turns: int,
                            barge_ins: int) -> dict[str, Any]:
-    cfg = runtime.local_gateway_config()
+    cfg = local_gateway_config()
     runner = web.AppRunner(Gateway(cfg, grpc_target).app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", cfg.port).start()

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 
 import grpc
 
-from gateway.llm_client import generate, llm_request
 from loadtest.harness.stats import write_json
 from voxray import runtime
+from voxray.stage_clients.llm import generate, llm_request
 
 QUESTIONS = [
     "What is the capital of France?", "Why is the sky blue?",

@@ -13,15 +13,15 @@ import grpc
 import numpy as np
 import pytest
 
-from gateway.asr_cli import (
+from tests import speech
+from voxray.clients.asr_cli import (
     UtteranceResult,
     last_voiced_sample,
     next_event,
     pump,
     speak_utterance,
 )
-from gateway.asr_client import AsrStream
-from tests import speech
+from voxray.stage_clients.asr import AsrStream
 from voxray.v1 import asr_pb2, common_pb2
 from voxray.wer import wer
 

@@ -22,9 +22,9 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.asr_client import AsrStream
 from loadtest.harness.replicas import serve_replicas
 from voxray import runtime
+from voxray.stage_clients.asr import AsrStream
 from voxray.v1 import tts_pb2, tts_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]

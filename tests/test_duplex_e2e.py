@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from ray import serve
 
-from gateway.caller import RATE, Caller, load_48k
-from gateway.moshi_client import MoshiStream
 from gateway.server import Gateway
 from tests.test_gateway_e2e import launch_chromium, start_gateway, write_wav
+from voxray.clients.caller import RATE, Caller, load_48k
+from voxray.stage_clients.moshi import MoshiStream
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from gateway.caller import RATE, Caller, let_agent_talk, load_48k, speak_turn
+from gateway.config import local_gateway_config
 from gateway.server import Gateway
 from tests.test_tts_serve import transcribe
 from voxray import runtime
 from voxray.audio import resample
+from voxray.clients.caller import RATE, Caller, let_agent_talk, load_48k, speak_turn
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 from voxray.wer import wer
 
@@ -28,7 +29,7 @@ SPEECH = "tests/data/speech"
 
 @pytest.fixture(scope="module")
 async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
-    config = runtime.local_gateway_config(max_sessions=3)
+    config = local_gateway_config(max_sessions=3)
     gw = Gateway(config, serve_grpc)
     runner = web.AppRunner(gw.app())
     await runner.setup()
@@ -204,13 +205,14 @@ async def launch_chromium(playwright: Any, mic_wav: str) -> Any:
         args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={mic_wav}%noloop"])
 
 
-async def test_a_browser_holds_a_two_turn_conversation(gateway: tuple[Gateway, str],
+async def test_a_browser_holds_a_two_turn_conversation(serve_grpc: str,
                                                        tmp_path: object) -> None:
     from pathlib import Path
 
     from playwright.async_api import async_playwright
 
-    _, url = gateway
+    # Its own gateway, with a token: the page must send it on POST and on Stop's DELETE.
+    runner, gw, url = await start_gateway(serve_grpc, auth_token="br0wser")
     gap = np.zeros(RATE * 5, np.int16)
     mic = np.concatenate([np.zeros(RATE, np.int16), load_48k(f"{SPEECH}/s11.wav"), gap,
                           load_48k(f"{SPEECH}/s02.wav"), gap, gap])
@@ -218,27 +220,54 @@ async def test_a_browser_holds_a_two_turn_conversation(gateway: tuple[Gateway, s
     write_wav(wav, mic, RATE)
     async with async_playwright() as p:
         browser = await launch_chromium(p, wav)
-        page = await browser.new_page()
+        page = await browser.new_page(viewport={"width": 1000, "height": 900})
         try:
-            await page.goto(f"{url}/?raw=1")
+            await page.goto(f"{url}/?raw=1&token=br0wser")
             await page.click("#start")
             await page.wait_for_selector("#turns tr", timeout=60_000)
-            shot = Path(str(tmp_path)) / "mid-call.png"
-            await page.screenshot(path=str(shot))
-            assert shot.stat().st_size > 10_000
             await page.wait_for_selector("#turns tr:nth-child(2)", timeout=60_000)
             log = await page.inner_text("#log")
             assert "you: Hello, can you hear me?" in log or "hear me" in log, log
             assert "table" in log.lower() and "agent:" in log, log
             ttfat = await page.inner_text("#turns tr:nth-child(1) td:nth-child(2)")
             assert 0 < int(ttfat) < 10_000
-            await page.click("#stop")
+            # What the agent is doing: it thought, spoke, and went back to listening.
+            await page.wait_for_function(
+                "document.getElementById('state').dataset.state === 'listening'", timeout=60_000)
+            states = await page.evaluate("window.__states")
+            assert states[:2] == ["idle", "connecting"], states
+            after = states[states.index("thinking"):] if "thinking" in states else []
+            assert "speaking" in after and "listening" in after[after.index("speaking"):], states
+            # One stacked bar per answered turn, a segment per stage, sized by its ms.
+            bars = await page.evaluate("""[...document.querySelectorAll('#turns tr')].map(r =>
+                [...r.querySelectorAll('.bar .seg')].map(s =>
+                    [+s.dataset.ms, s.getBoundingClientRect().width]))""")
+            assert len(bars) == 2, bars
+            for segments in bars:
+                assert len(segments) == 5, bars
+                assert all(w > 0 for ms, w in segments if ms > 0), bars
+                assert sum(w > 0 for _, w in segments) >= 3, bars
+            shot = Path(str(tmp_path)) / "two-turns.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            # Stop ends the session on the gateway with an authorized DELETE.
+            assert len(gw.calls) == 1
+            async with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+                await page.click("#stop")
+            assert (await deleted.value).status == 200
+            await page.wait_for_function(
+                "document.getElementById('state').dataset.state === 'idle'", timeout=10_000)
+            assert not gw.calls
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
+                text = await res.text()
+            assert 'voxray_sessions_ended_total{reason="ended by the client"} 1.0' in text, text
         finally:
             await browser.close()
+            await runner.cleanup()
 
 
 async def start_gateway(stages: str, **settings: object) -> tuple[web.AppRunner, Gateway, str]:
-    config = runtime.local_gateway_config(**settings)
+    config = local_gateway_config(**settings)
     gw = Gateway(config, stages)
     runner = web.AppRunner(gw.app())
     await runner.setup()

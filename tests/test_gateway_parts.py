@@ -8,13 +8,13 @@ import time
 import numpy as np
 
 from gateway.agent_track import FRAME, RATE, AgentAudioTrack
-from gateway.asr_cli import last_voiced_sample
 from gateway.config import BargeInConfig, TurnConfig
 from gateway.session.barge_in import is_backchannel, may_be_user
 from gateway.session.events import PauseStarted, SpeechStarted, TurnEnded
 from gateway.session.turn_taker import QUIET_AGENT, AgentLevel, TurnTaker
 from gateway.vad import CHUNK, SileroVad
 from voxray.audio import read_audio
+from voxray.clients.asr_cli import last_voiced_sample
 
 SPEECH = "tests/data/speech"
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gateway.caller import Caller, load_48k
 from gateway.server import Gateway
 from tests import speech
 from tests.test_gateway_e2e import start_gateway
+from voxray.clients.caller import Caller, load_48k
 from voxray.wer import wer
 
 pytestmark = pytest.mark.slow

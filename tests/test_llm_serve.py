@@ -13,8 +13,8 @@ import pytest
 from openai import AsyncOpenAI
 from ray import serve
 
-from gateway.llm_client import generate, llm_metadata, llm_request, reply_text
 from voxray import runtime
+from voxray.stage_clients.llm import generate, llm_metadata, llm_request, reply_text
 from voxray.v1 import llm_pb2, llm_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import yaml
 
-from gateway.caller import RATE, Heard
 from gateway.server import Gateway
 from loadtest.__main__ import main, parse_duration
 from loadtest.harness.report import Cost, Thresholds, build, cost_section
@@ -22,6 +21,7 @@ from loadtest.harness.scenario import ScenarioError, load_scenario
 from loadtest.harness.stats import RunStats, TurnRecord, percentiles
 from loadtest.harness.user import arrival_gaps, underruns
 from tests.test_gateway_e2e import start_gateway
+from voxray.clients.caller import RATE, Heard
 
 
 def write_scenario(tmp_path: Path, **fields: object) -> str:

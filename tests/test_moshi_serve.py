@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from ray import serve
 
-from gateway.moshi_client import FRAME_SAMPLES, MoshiStream
 from voxray.config import load_config
+from voxray.stage_clients.moshi import FRAME_SAMPLES, MoshiStream
 from voxray.v1 import common_pb2, moshi_pb2
 
 pytestmark = pytest.mark.slow

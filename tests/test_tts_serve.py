@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from ray import serve
 
-from gateway.asr_cli import next_event, pump, speak_utterance
-from gateway.asr_client import AsrStream
 from voxray.audio import resample
+from voxray.clients.asr_cli import next_event, pump, speak_utterance
+from voxray.stage_clients.asr import AsrStream
 from voxray.v1 import asr_pb2, common_pb2, tts_pb2, tts_pb2_grpc
 from voxray.wer import wer
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.caller import RATE, Caller, load_48k
 from gateway.server import Gateway
 from loadtest.turnset import TurnSample, samples
 from tests.test_gateway_e2e import launch_chromium, start_gateway, write_wav
+from voxray.clients.caller import RATE, Caller, load_48k
 from voxray.wer import wer
 
 pytestmark = pytest.mark.slow

@@ -41,10 +41,11 @@ def cmd_check_config(ns: argparse.Namespace) -> int:
 
 
 def cmd_models(ns: argparse.Namespace) -> int:
+    from deployments.moshi.checkpoint import make_tiny_checkpoint
     from voxray.models import prepare_all
     from voxray.paths import models_dir
 
-    for path in prepare_all(models_dir(ns.dir or "")):
+    for path in prepare_all(models_dir(ns.dir or ""), {"moshi-tiny": make_tiny_checkpoint}):
         print(f"model ready: {path}")
     return 0
 
@@ -63,6 +64,7 @@ def _gateway_ready(proc: subprocess.Popen[bytes], health_url: str, within_s: flo
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
+    from gateway.config import gateway_config
     from voxray import runtime
 
     config = _config(ns)
@@ -74,7 +76,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
         print(f"voxray: {e}", file=sys.stderr)
         runtime.stop()
         return 1
-    gw = config.gateway
+    gw = gateway_config(config)
     reach = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
     gateway = None
     if not ns.no_gateway:
@@ -128,23 +130,23 @@ def cmd_up(ns: argparse.Namespace) -> int:
 
 
 def cmd_asr(ns: argparse.Namespace) -> int:
-    from gateway.asr_cli import stream_file
+    from voxray.clients.asr_cli import stream_file
 
     return asyncio.run(stream_file(ns.wav, ns.target, chunk_ms=ns.chunk_ms,
                                    realtime=not ns.fast, tail_s=ns.tail))
 
 
 def cmd_tts(ns: argparse.Namespace) -> int:
-    from gateway.tts_cli import speak
+    from voxray.clients.tts_cli import speak
 
     return asyncio.run(speak(ns.text, ns.target, ns.out, ns.voice, ns.speed))
 
 
 def cmd_call(ns: argparse.Namespace) -> int:
-    from gateway.call_cli import call
+    from voxray.clients.call_cli import call
 
     if ns.mode == "duplex":
-        from gateway.call_cli import duplex_call
+        from voxray.clients.call_cli import duplex_call
 
         return asyncio.run(duplex_call(ns.wav, ns.url, ns.out, ns.transcript, ns.token,
                                        not ns.any_address, ns.listen_s))
@@ -153,10 +155,11 @@ def cmd_call(ns: argparse.Namespace) -> int:
 
 def cmd_gateway(ns: argparse.Namespace) -> int:
     from gateway import call_log
+    from gateway.config import gateway_config
     from gateway.server import serve
 
     config = _config(ns)
-    gw = config.gateway
+    gw = gateway_config(config)
     if ns.port is not None:
         gw.port = ns.port
     stages = ns.stages or gw.stages or f"127.0.0.1:{config.grpc_options.port}"
@@ -183,7 +186,7 @@ def cmd_loadtest(ns: argparse.Namespace) -> int:
 
 
 def cmd_llm(ns: argparse.Namespace) -> int:
-    from gateway.llm_cli import chat
+    from voxray.clients.llm_cli import chat
 
     return asyncio.run(chat(ns.prompt, ns.target, ns.conversation, ns.max_tokens))
 

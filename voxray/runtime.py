@@ -100,17 +100,6 @@ def start_local_profile(
     return start(config, **kwargs)
 
 
-def local_gateway_config(**settings: Any) -> Any:
-    """The CPU profile's gateway settings on a free loopback port, with `settings` on top
-    (the gateway tests and benches run what `voxray up` runs)."""
-    from gateway.config import GatewayConfig
-    from voxray.config import load_config
-
-    base = load_config(profiles=["cpu"]).gateway.model_dump()
-    base |= {"host": "127.0.0.1", "port": free_port(), "ice_addresses": ["127.0.0.1"]}
-    return GatewayConfig.model_validate(base | settings)
-
-
 def wait_running(names: list[str], timeout_s: float, progress: Callable[[str], None]) -> None:
     from ray import serve
 

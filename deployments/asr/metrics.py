@@ -13,7 +13,7 @@ from types import TracebackType
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
-from deployments.serving import stream_outcome
+from deployments.streams import stream_outcome
 from voxray.v1 import asr_pb2
 
 LATENCY_MS: list[float] = [5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000]

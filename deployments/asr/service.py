@@ -16,7 +16,7 @@ from deployments.asr.engine import SAMPLE_RATE, UNSURE_LANGUAGE_P, Hypothesis, W
 from deployments.asr.streaming import DecodeJob, StreamingTranscriber, TranscriptUpdate
 from deployments.decode_pool import BACKGROUND, URGENT, DecodePool
 from deployments.errors import StageError, invalid
-from deployments.serving import Stamper
+from deployments.streams import Stamper
 from voxray.v1 import asr_pb2, common_pb2
 
 log = logging.getLogger(__name__)

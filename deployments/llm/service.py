@@ -21,7 +21,7 @@ from deployments.llm.conversation import (
     sampling_for,
 )
 from deployments.llm.engine import Chunk, VllmEngine
-from deployments.serving import Stamper
+from deployments.streams import Stamper
 from voxray.v1 import llm_pb2
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from types import TracebackType
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 from deployments.moshi.scheduler import TickStats
-from deployments.serving import stream_outcome
+from deployments.streams import stream_outcome
 
 STEP_MS: list[float] = [2, 5, 10, 20, 40, 60, 80, 100, 150, 250, 500, 1000]
 

@@ -14,7 +14,7 @@ import numpy as np
 from deployments.errors import StageError, invalid
 from deployments.moshi.engine import SAMPLE_RATE
 from deployments.moshi.scheduler import DuplexScheduler, NoFreeSlot, TickOutput
-from deployments.serving import Stamper
+from deployments.streams import Stamper
 from voxray.v1 import common_pb2, moshi_pb2
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import numpy as np
 
 from deployments.decode_pool import BACKGROUND, URGENT, DecodePool
 from deployments.errors import StageError, invalid
-from deployments.serving import Stamper
+from deployments.streams import Stamper
 from deployments.tts.config import TtsArgs
 from deployments.tts.engine import SAMPLE_RATE, Cancel, KokoroEngine, SynthesisCancelled
 from deployments.tts.text import Unit, UnitSplitter, normalize, speakable

@@ -15,8 +15,8 @@ import time
 
 import grpc
 
-from gateway.llm_client import llm_metadata
 from gateway.session.context import Message
+from voxray.stage_clients.llm import llm_metadata
 from voxray.v1 import common_pb2, llm_pb2, llm_pb2_grpc
 
 

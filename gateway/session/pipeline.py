@@ -31,7 +31,6 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from gateway import events as ev
 from gateway.agent_track import AgentAudioTrack
-from gateway.asr_client import AsrStream
 from gateway.audio_in import InChunk, chunks_16k
 from gateway.config import GatewayConfig
 from gateway.session.barge_in import is_backchannel
@@ -56,6 +55,7 @@ from gateway.session.turn_taker import AgentLevel, TurnTaker
 from gateway.session.user_speech import UserSpeech
 from gateway.smart_turn import SharedSmartTurn
 from gateway.vad import CHUNK, SileroVad
+from voxray.stage_clients.asr import AsrStream
 
 log = logging.getLogger(__name__)
 FINAL_WITHIN_S = 10.0

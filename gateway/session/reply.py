@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from gateway.llm_client import generate, llm_request
 from gateway.session.context import Message
 from gateway.session.events import ReplyDiscarded, ReplyProgress, SessionEvent
 from gateway.session.playout import Playout
+from voxray.stage_clients.llm import generate, llm_request
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 TTS_RATE = 24_000

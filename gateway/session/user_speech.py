@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from gateway.asr_client import AsrStream
 from gateway.audio_in import InChunk
 from gateway.vad import CHUNK, SAMPLE_RATE
+from voxray.stage_clients.asr import AsrStream
 
 TURN_AUDIO_S = 8  # what the turn model looks at
 # A decode that reaches the start of the VAD's last voiced chunk heard the speech: that

@@ -10,9 +10,9 @@ from functools import cache
 
 import numpy as np
 
-from gateway.caller import AUDIBLE, RATE, Caller, Heard, let_agent_talk, load_48k, speak_turn
 from loadtest.harness.scenario import Scenario
 from loadtest.harness.stats import RunStats, TurnRecord
+from voxray.clients.caller import AUDIBLE, RATE, Caller, Heard, let_agent_talk, load_48k, speak_turn
 
 
 @cache

@@ -7,7 +7,7 @@ import time
 
 import grpc
 
-from gateway.llm_client import generate, llm_request
+from voxray.stage_clients.llm import generate, llm_request
 
 
 async def chat(prompt: str, target: str, conversation: str, max_tokens: int | None) -> int:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.caller import RATE, Caller, load_48k, speak_turn
-from gateway.ice import offer_only
+from voxray.clients.caller import RATE, Caller, load_48k, speak_turn
+from voxray.ice import offer_only
 
 
 def save(out: str, pcm: np.ndarray, transcript: str, lines: list[str]) -> None:

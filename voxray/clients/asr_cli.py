@@ -12,8 +12,8 @@ import av
 import grpc
 import numpy as np
 
-from gateway.asr_client import SAMPLE_RATE, AsrStream
 from voxray.audio import read_audio
+from voxray.stage_clients.asr import SAMPLE_RATE, AsrStream
 from voxray.v1 import asr_pb2
 
 

@@ -21,8 +21,8 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway.asr_cli import last_voiced_sample
-from gateway.paced_track import PacedAudioTrack
+from voxray.clients.asr_cli import last_voiced_sample
+from voxray.paced_track import PacedAudioTrack
 
 RATE = 48_000
 FRAME = RATE // 50
