@@ -83,6 +83,23 @@ class BargeInConfig(BaseModel):
     threshold_while_speaking: float = Field(0.7, gt=0, lt=1)
 
 
+class RetryConfig(BaseModel):
+    """How a failed stage stream is replaced: up to `attempts` new streams, waiting
+    `backoff_ms` before the first and doubling up to `max_backoff_ms`, none after
+    `deadline_s` from the first failure (long enough for Serve to start a replica)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(10, ge=0, le=50)
+    backoff_ms: int = Field(250, ge=0, le=10_000)
+    max_backoff_ms: int = Field(4000, ge=0, le=60_000)
+    deadline_s: float = Field(60.0, gt=0, le=600)
+
+    def wait_s(self, attempt: int) -> float:
+        """Before the `attempt`-th new stream (from 1)."""
+        return min(self.backoff_ms * 2 ** (attempt - 1), self.max_backoff_ms) / 1000
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,6 +112,8 @@ class GatewayConfig(BaseModel):
     # one nobody speaks in.
     max_session_s: float | None = Field(None, gt=0)
     idle_timeout_s: float = Field(300, gt=0)  # no voice from the user this long ends a session
+    # An answered offer whose media (ICE, DTLS) is not up this long after it ends.
+    connect_timeout_s: float = Field(20, gt=0, le=300)
     # Signalling requires `Authorization: Bearer <token>` when set.
     auth_token: str | None = None
     # ICE host addresses to offer; empty: every interface, loopback included.
@@ -124,6 +143,7 @@ class GatewayConfig(BaseModel):
     log_format: Literal["kv", "json"] = "kv"
     # Duplex mode: how long signalling waits for a free Moshi slot before a 503.
     duplex_connect_s: float = Field(10.0, gt=0, le=120)
+    stage_retry: RetryConfig = Field(default_factory=RetryConfig)
     turn: TurnConfig = Field(default_factory=TurnConfig)
     barge_in: BargeInConfig = Field(default_factory=BargeInConfig)
 

@@ -21,16 +21,13 @@ from aiortc.mediastreams import MediaStreamTrack
 from gateway import events as ev
 from gateway.audio_in import level_db, resampled
 from gateway.config import GatewayConfig
+from gateway.events import SessionEnded
 from voxray.paced_track import PacedAudioTrack
 from voxray.stage_clients.moshi import FRAME_SAMPLES, SAMPLE_RATE, MoshiStream
 
 log = logging.getLogger(__name__)
 
 VOICE_DB = -45.0  # a mic frame louder than this counts as the user being there
-
-
-class SessionEnded(Exception):
-    """The stage ended the conversation; the message is the session's end reason."""
 
 
 class DuplexUnavailable(Exception):

@@ -8,6 +8,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+class SessionEnded(Exception):
+    """A stage ended the conversation; the message is the session's end reason."""
+
+
 @dataclass
 class Event:
     type: str

@@ -25,7 +25,8 @@ from gateway import call_log
 from gateway import events as ev
 from gateway.audio_in import shorten_jitter_buffer
 from gateway.config import GatewayConfig
-from gateway.duplex import DuplexSession, DuplexUnavailable, SessionEnded
+from gateway.duplex import DuplexSession, DuplexUnavailable
+from gateway.events import SessionEnded
 from gateway.metrics import GatewayMetrics
 from gateway.session.pipeline import PipelineSession
 from gateway.smart_turn import SharedSmartTurn
@@ -62,6 +63,7 @@ class Call:
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     reason: str = "hangup"
+    connected: bool = False  # its media connection came up (ICE and DTLS)
 
 
 class Gateway:
@@ -212,6 +214,8 @@ class Gateway:
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
+            if pc.connectionState == "connected":
+                call.connected = True
             if pc.connectionState in ("failed", "closed") and session.id in self.calls:
                 await self.end(session.id, f"connection {pc.connectionState}")
 
@@ -268,6 +272,10 @@ class Gateway:
                 cap = self.cfg.max_session_s
                 if cap is not None and now - call.started > cap:
                     await self.end(cid, "session time limit reached")
+                elif not call.connected and now - call.started > self.cfg.connect_timeout_s:
+                    # an offer whose client never connected its media holds a slot
+                    await self.end(cid, f"no media connection within "
+                                        f"{self.cfg.connect_timeout_s:g} s")
                 elif now - call.session.last_voice_at > self.cfg.idle_timeout_s:
                     await self.end(cid, "idle timeout")
 

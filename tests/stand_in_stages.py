@@ -49,6 +49,8 @@ class Script:
     word_delay_s: float = 0.03
     final_delay_s: float = 0.0  # a busy ASR replica
     p_end: float = 0.01  # the LLM's end-of-turn probability: even odds
+    fail_asr_after_audio: int | None = None  # audio messages, then UNAVAILABLE (once)
+    asr_samples: list[int] = field(default_factory=list)  # audio samples heard, per stream
 
 
 class StandInAsr(asr_pb2_grpc.AsrServicer):
@@ -58,12 +60,20 @@ class StandInAsr(asr_pb2_grpc.AsrServicer):
     async def Transcribe(self, request_iterator: AsyncIterator[asr_pb2.AsrRequest],  # noqa: N802
                          context: grpc.aio.ServicerContext) -> AsyncIterator[asr_pb2.AsrEvent]:
         utterance, samples, loud_until, decoded_until, text = 0, 0, -1, -1, ""
+        stream = len(self.s.asr_samples)
+        self.s.asr_samples.append(0)
         yield asr_pb2.AsrEvent(ready=asr_pb2.AsrReady(model="stand-in"))
         async for req in request_iterator:
             kind = req.WhichOneof("kind")
             if kind == "audio":
+                if self.s.fail_asr_after_audio is not None:
+                    self.s.fail_asr_after_audio -= 1
+                    if self.s.fail_asr_after_audio < 0:
+                        self.s.fail_asr_after_audio = None
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, "the replica died")
                 pcm = np.frombuffer(req.audio.pcm16, "<i2").astype(np.float32)
                 samples += len(pcm)
+                self.s.asr_samples[stream] = samples
                 if len(pcm) and math.sqrt(float(np.mean(pcm * pcm))) > QUIET:
                     loud_until = samples
                 if loud_until > decoded_until and samples - loud_until >= 1600:

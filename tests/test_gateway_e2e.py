@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from aiohttp import web
 from gateway.config import local_gateway_config
 from gateway.server import Gateway
 from tests.test_tts_serve import transcribe
+from tests.waiting import until
 from voxray import runtime
 from voxray.audio import resample
 from voxray.clients.caller import RATE, Caller, let_agent_talk, load_48k, speak_turn
@@ -39,8 +39,11 @@ async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
 
 
 async def test_two_turn_conversation_over_webrtc(gateway: tuple[Gateway, str],
-                                                 serve_grpc: str) -> None:
+                                                 serve_grpc: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     gw, url = gateway
+    caplog.set_level(logging.INFO, logger="voxray.calls")
+    before = await metric_values(url)
     caller = Caller(url)
     await caller.connect()
     try:
@@ -65,15 +68,30 @@ async def test_two_turn_conversation_over_webrtc(gateway: tuple[Gateway, str],
         assert wer(" ".join(said_words[:len(heard.split())]), heard) <= 0.4, (said_words, heard)
         (session,) = [c.session for c in gw.calls.values()]
         assert [r for r, _ in session.context.messages] == ["user", "assistant"] * 2
-        # observed into Prometheus from the session's events
-        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
-            text = await res.text()
-        assert "voxray_ttfat_ms_count 2.0" in text
-        assert 'voxray_turns_total{outcome="completed"} 2.0' in text
+        # observed into Prometheus from the session's events (this call's two turns,
+        # whatever other tests on this gateway did before)
+        after = await metric_values(url)
+        for name in ("voxray_ttfat_ms_count", 'voxray_turns_total{outcome="completed"}'):
+            assert after.get(name, 0) - before.get(name, 0) == 2, (name, before, after)
     finally:
         await caller.hang_up()
-    await asyncio.sleep(0.5)
-    assert not gw.calls
+    await until(lambda: not gw.calls, what="the session ends on hang-up")
+    # the call log: its start, each turn with its figures, its end
+    sid = session.id
+    lines = [(r.getMessage(), getattr(r, "fields", {})) for r in caplog.records
+             if r.name == "voxray.calls" and getattr(r, "fields", {}).get("session") == sid]
+    assert [m for m, _ in lines] == ["session_start", "turn", "turn", "session_end"], lines
+    assert lines[0][1]["remote"] == "127.0.0.1" and lines[0][1]["mode"] == "pipeline"
+    assert [f["ttfat_ms"] for m, f in lines if m == "turn"] == [
+        round(t.gateway["ttfat_ms"]) for t in turns]
+    assert lines[-1][1]["reason"] == "ended by the client"
+
+
+async def metric_values(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
+        text = await res.text()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
 
 
 async def tts_pcm48(target: str, text: str) -> np.ndarray:
@@ -129,8 +147,9 @@ async def test_a_backchannel_pauses_then_resumes_the_agent(gateway: tuple[Gatewa
             raise AssertionError([e for e in caller.events if e["type"] != "agent_text"]) from None
         assert resumed["detail"]["heard"].lower().strip(" .!") == "okay"
         assert not any(e["type"] == "interrupted" for e in caller.events)
-        await asyncio.sleep(0.8)
-        assert caller.heard.last_audible() > resumed["received_at"]  # talking again
+        # talking again (the reply's next unit may still be in the making on a busy box)
+        await until(lambda: (caller.heard.last_audible() or 0) > resumed["received_at"],
+                    within_s=15, what="the agent talks again after the backchannel")
     finally:
         await caller.hang_up()
 
@@ -161,13 +180,11 @@ async def test_a_vanished_client_ends_its_session_and_leaves_others(
     stays, vanishes = Caller(url), Caller(url)
     await stays.connect()
     await vanishes.connect()
-    await asyncio.sleep(1.0)
-    assert len(gw.calls) == 2
+    await until(lambda: len(gw.calls) == 2, what="both sessions are up")
     gone = next(c for c in gw.calls.values() if c.session.id == vanishes.location.split("/")[-1])  # type: ignore[union-attr]
     await vanishes.pc.close()  # no DELETE: the client just goes away
-    deadline = time.monotonic() + 40
-    while not (gone.task and gone.task.done()) and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.2)
+    await until(lambda: bool(gone.task and gone.task.done()), within_s=40,
+                what="the vanished client's session ends")
     assert len(gw.calls) == 1
     # nothing of it is left running: tasks, streams, peer connection
     assert gone.session.closed.is_set() and not gone.session._tasks
@@ -175,8 +192,7 @@ async def test_a_vanished_client_ends_its_session_and_leaves_others(
     turn = await speak_turn(stays, load_48k(f"{SPEECH}/s11.wav"))
     assert turn.gateway and turn.agent_text
     await stays.hang_up()
-    await asyncio.sleep(0.5)
-    assert not gw.calls
+    await until(lambda: not gw.calls, what="the session ends on hang-up")
 
 
 CHROMIUM_ARGS = [
@@ -227,8 +243,12 @@ async def test_a_browser_holds_a_two_turn_conversation(serve_grpc: str,
             await page.wait_for_selector("#turns tr", timeout=60_000)
             await page.wait_for_selector("#turns tr:nth-child(2)", timeout=60_000)
             log = await page.inner_text("#log")
-            assert "you: Hello, can you hear me?" in log or "hear me" in log, log
-            assert "table" in log.lower() and "agent:" in log, log
+            # the user's two turns as the ASR heard them (words, not the exact words:
+            # one busy run heard "Hello, can you dare me?")
+            said = [line[len("you: "):] for line in log.splitlines() if line.startswith("you: ")]
+            assert len(said) >= 2 and wer("hello can you hear me", said[0]) <= 0.4, log
+            assert wer("please book a table for two at seven tonight", said[1]) <= 0.4, log
+            assert "agent:" in log, log
             ttfat = await page.inner_text("#turns tr:nth-child(1) td:nth-child(2)")
             assert 0 < int(ttfat) < 10_000
             # What the agent is doing: it thought, spoke, and went back to listening.
@@ -276,16 +296,17 @@ async def start_gateway(stages: str, **settings: object) -> tuple[web.AppRunner,
 
 
 async def test_unreachable_stages_end_the_session_with_a_reason() -> None:
-    runner, gw, url = await start_gateway(f"127.0.0.1:{runtime.free_port()}")
+    runner, gw, url = await start_gateway(f"127.0.0.1:{runtime.free_port()}",
+                                          stage_retry={"attempts": 2, "backoff_ms": 50})
     try:
         caller = Caller(url)
         await caller.connect()
         error = await caller.wait_event("error", 20)
         assert error["detail"]["stage"] == "asr" and "UNAVAILABLE" in error["message"]
-        deadline = time.monotonic() + 10
-        while gw.calls and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        assert not gw.calls
+        # new streams were tried first, as many as configured
+        retries = [e["detail"]["attempt"] for e in caller.events if e["type"] == "stage_retry"]
+        assert retries == [1, 2], caller.events
+        await until(lambda: not gw.calls, within_s=20, what="the session ends")
         await caller.hang_up()
     finally:
         await runner.cleanup()
@@ -293,8 +314,18 @@ async def test_unreachable_stages_end_the_session_with_a_reason() -> None:
 
 async def test_token_session_cap_and_idle_timeout(serve_grpc: str) -> None:
     runner, gw, url = await start_gateway(serve_grpc, max_sessions=1, auth_token="s3cret",
-                                          idle_timeout_s=3)
+                                          idle_timeout_s=3, connect_timeout_s=3)
     try:
+        # an offer whose client never connects its media does not keep its slot
+        from tests.test_fuzz_signalling import real_offer
+
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{url}/whip", data=await real_offer(), headers={
+                    "Content-Type": "application/sdp", "Authorization": "Bearer s3cret"}) as res:
+            assert res.status == 201
+        (ghost,) = gw.calls.values()
+        await until(lambda: not gw.calls, within_s=20, what="the unconnected session ends")
+        assert ghost.reason == "no media connection within 3 s"
         with pytest.raises(ConnectionError, match="401"):
             await Caller(url).connect()
         with pytest.raises(ConnectionError, match="401"):
@@ -306,9 +337,9 @@ async def test_token_session_cap_and_idle_timeout(serve_grpc: str) -> None:
         (call,) = gw.calls.values()
         ended = await first.wait_event("session_ended", 15)  # nobody spoke
         assert ended["message"] == "idle timeout"
-        await asyncio.sleep(0.5)
-        assert not gw.calls and call.session.closed.is_set() and not call.session._tasks
-        assert call.pc.connectionState == "closed"
+        await until(lambda: not gw.calls and call.session.closed.is_set()
+                    and not call.session._tasks and call.pc.connectionState == "closed",
+                    what="the idle session is gone, nothing of it left running")
         async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
             text = await res.text()
         assert 'voxray_sessions_refused_total{reason="full"} 1.0' in text

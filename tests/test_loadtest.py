@@ -21,6 +21,7 @@ from loadtest.harness.scenario import ScenarioError, load_scenario
 from loadtest.harness.stats import RunStats, TurnRecord, percentiles
 from loadtest.harness.user import arrival_gaps, underruns
 from tests.test_gateway_e2e import start_gateway
+from tests.waiting import until
 from voxray.clients.caller import RATE, Heard
 
 
@@ -190,8 +191,7 @@ async def test_two_callers_report_csv_json_and_plot(gateway: tuple[Gateway, str]
     assert max(int(h["open_sessions"]) for h in history) == 2
     page = files["html"]
     assert page.count("<svg") == 2 and "<circle" in page and "TtsDeployment" in page
-    await asyncio.sleep(0.5)
-    assert not gw.calls  # every caller hung up
+    await until(lambda: not gw.calls, what="every caller hung up")
 
 
 @pytest.mark.slow

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from deployments.moshi.checkpoint import checkpoint_info, make_tiny_checkpoint
 from deployments.moshi.config import MoshiArgs
 from deployments.moshi.engine import MoshiBatch
 from deployments.moshi.scheduler import DuplexScheduler, NoFreeSlot, TickStats
+from voxray import REPO_ROOT
 
 FRAME = 1920
 
@@ -142,3 +147,21 @@ async def test_late_stream_does_not_stall_the_others(tiny: Path) -> None:
         assert max(t.active for t in ticks) == 2
     finally:
         await sched.aclose()
+
+
+def test_the_gpu_bench_script_runs_its_path_on_cpu(tmp_path: Path) -> None:
+    """scripts/gpu_bench.sh as a GPU run calls it, with the tiny shapes on this CPU: the
+    full-size path (random weights, slots doubling, variants, JSON) cannot rot unseen."""
+    env = {**os.environ, "PYTHON": sys.executable, "BENCH_SIZE": "tiny", "BENCH_DEVICE": "cpu",
+           "BENCH_TICKS": "4", "BENCH_MAX_SLOTS": "2", "BENCH_VARIANTS": "graphs no-graphs",
+           "BENCH_SITE": str(tmp_path / "site")}
+    run = subprocess.run(["scripts/gpu_bench.sh", str(tmp_path / "out")], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "moshi_tiny.json").read_text())
+    assert result["size"] == "tiny" and set(result["variants"]) == {"graphs", "no-graphs"}
+    for variant in result["variants"].values():
+        assert [r["slots"] for r in variant["rows"]] == [1, 2]
+        assert all(0 < r["step_p50_ms"] <= r["step_p95_ms"] for r in variant["rows"])
+        assert variant["realtime_slots"] in (0, 1, 2)
+    assert "conversations in real time" in (tmp_path / "out" / "bench.log").read_text()

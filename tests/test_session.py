@@ -240,3 +240,22 @@ async def test_other_speculation_modes_answer_the_same(speculative: str) -> None
         assert metrics["speculation"] == ("hit" if speculative == "llm" else "none")
         assert script.tts_texts == [script.answer]
         assert call.session.context.messages[-1] == ("assistant", script.answer)
+
+
+async def test_a_failed_asr_stream_is_replaced_and_the_turn_heard_again() -> None:
+    """The ASR replica dies mid-utterance: a new stream hears the whole utterance again
+    (from its preroll on), its final answers the turn, and the caller is told."""
+    text = "What time does the pharmacy close today?"
+    script = Script(asr_texts=[text] * 4, fail_asr_after_audio=40)  # ~1.3 s into the turn
+    async with Call(script) as call:
+        await call.say(speech("q01"))
+        metrics = await call.wait("turn_metrics")
+        await call.wait("agent_done")
+        ((_, retry),) = call.of("stage_retry")
+        assert retry["detail"] == {"stage": "asr", "attempt": 1}
+        assert [e["text"] for _, e in call.of("final")] == [text] and not call.of("error")
+        assert metrics["ttfat_ms"] > 0
+        first, second = script.asr_samples
+        assert first == 40 * CHUNK  # what the failed stream had heard
+        assert second >= (SAMPLES["q01"].last_voiced_s - 0.3) * SAMPLE_RATE  # all of it again
+        assert call.session.context.messages == [("user", text), ("assistant", script.answer)]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from deployments.errors import StageError
 from deployments.tts.config import TtsArgs
 from deployments.tts.service import TtsService
 from voxray.v1 import tts_pb2
@@ -83,3 +84,22 @@ async def test_a_cancelled_stream_stops_the_units_made_ahead(
     before = service.units_synthesized
     await asyncio.sleep(1.5)
     assert service.units_synthesized - before <= 1  # at most the unit already under way
+
+
+async def test_a_bad_request_mid_stream_ends_it_with_its_status(
+        services: dict[int, TtsService]) -> None:
+    """A request the stream refuses after units are under way ends the stream with that
+    status (the units made ahead are dropped), it does not leave the stream waiting."""
+    async def bad_after_words() -> AsyncIterator[tts_pb2.TtsStreamRequest]:
+        async for request in deltas("Sure, the capital of France is Paris."):
+            yield request
+        yield tts_pb2.TtsStreamRequest(start=tts_pb2.VoiceOptions(voice="af_heart"))
+
+    with pytest.raises(StageError, match="unexpected `start`"):
+        await asyncio.wait_for(
+            asyncio.ensure_future(_drain(services[2].synthesize_stream(bad_after_words()))), 30)
+
+
+async def _drain(events: AsyncIterator[tts_pb2.TtsEvent]) -> None:
+    async for _ in events:
+        pass

@@ -119,3 +119,15 @@ def make_tiny_checkpoint(dst: Path, seed: int = 0) -> Path:
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
     return dst
+
+
+def random_models(size: str, device: str, dtype: str, seed: int = 0) -> MoshiModels:
+    """Kyutai's Moshi (`size="full"`: the 7B LM and Mimi with their default configs) or
+    the tiny test shapes, with random weights made on `device`: the same compute and
+    memory as a checkpoint of that size, nothing to download. No tokenizer (the
+    benchmark reads no text)."""
+    torch.manual_seed(seed)
+    mimi_config, lm_kwargs = (None, loaders._lm_kwargs) if size == "full" else (TINY_MIMI, TINY_LM)
+    mimi = loaders.get_mimi(None, mimi_config, device=device)
+    lm = loaders.get_moshi_lm(None, lm_kwargs=lm_kwargs, device=device, dtype=DTYPES[dtype])
+    return MoshiModels(mimi.eval(), lm.eval(), SentencePieceProcessor(), {})

@@ -35,6 +35,9 @@ class MoshiArgs(BaseModel):
     # Kyutai's lazy torch.compile of the LM's hot paths: worth it on GPUs; on CPU
     # the first step would spend ~5-15 s compiling.
     torch_compile: bool = True
+    # Kyutai's CUDA graphs of the LM's step (GPU only): one graph launch per tick
+    # instead of hundreds of kernels.
+    cuda_graphs: bool = True
     torch_threads: int | None = Field(None, ge=1, le=64)
     # Steps run at start-up so the first caller does not pay for lazy initialisation.
     warmup_steps: int = Field(4, ge=0, le=100)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from moshi.models import LMGen
-from moshi.utils.compile import no_compile
+from moshi.utils.compile import no_compile, no_cuda_graph
 
 from deployments.moshi.checkpoint import MoshiModels, load
 from deployments.moshi.config import MoshiArgs
@@ -42,6 +42,7 @@ class MoshiBatch:
         self.frame_size = int(self.mimi.frame_size)
         self._tokenizer = models.tokenizer
         self._compile = args.torch_compile
+        self._graphs = args.cuda_graphs
         self._device = next(models.lm.parameters()).device
         if args.seed is not None:
             torch.manual_seed(args.seed)
@@ -53,8 +54,9 @@ class MoshiBatch:
         self.lm_gen = LMGen(models.lm, support_out_of_sync=True,
                             **{**models.lm_gen_config, **sampling})
         self._silent_text = {0, models.lm.text_padding_token_id, models.lm.end_of_text_padding_id}
-        self.mimi.streaming_forever(self.slots)
-        self.lm_gen.streaming_forever(self.slots)
+        self._streaming = contextlib.ExitStack()  # for the replica's life (or until close)
+        self._streaming.enter_context(self.mimi.streaming(self.slots))
+        self._streaming.enter_context(self.lm_gen.streaming(self.slots))
 
     @classmethod
     def from_args(cls, args: MoshiArgs) -> MoshiBatch:
@@ -82,7 +84,11 @@ class MoshiBatch:
     def step(self, frames: np.ndarray, active: np.ndarray, reset: np.ndarray) -> TickResult:
         """One tick: rows in `reset` start afresh, then `active` rows advance by one frame."""
         started = time.perf_counter()
-        with contextlib.nullcontext() if self._compile else no_compile():
+        with contextlib.ExitStack() as options:
+            if not self._compile:
+                options.enter_context(no_compile())
+            if not self._graphs:
+                options.enter_context(no_cuda_graph())
             if reset.any():
                 mask = torch.from_numpy(reset).to(self._device)
                 self.mimi.reset_streaming(mask)
@@ -102,6 +108,11 @@ class MoshiBatch:
             pcm = torch.where(producing[:, None], pcm, 0.0).cpu().numpy()
             text = torch.where(producing, tokens[:, 0], -1).cpu().numpy()
         return TickResult(pcm, text, (time.perf_counter() - started) * 1000)
+
+    def close(self) -> None:
+        """Leave streaming mode, so the same models can be batched again (another slot
+        count, in the benchmark)."""
+        self._streaming.close()
 
     def text_piece(self, token: int) -> str:
         if token < 0 or token in self._silent_text or token >= self._tokenizer.vocab_size():

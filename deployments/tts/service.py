@@ -140,20 +140,22 @@ class TtsService:
             nonlocal last_seq
             span_start: int | None = None  # unspeakable text joins the next spoken span
             first = True
-            async for unit, reply_to in units:
-                last_seq = reply_to
-                start = unit.start if span_start is None else span_start
-                words = normalize(unit.text, voice.language.startswith("en"))
-                if not speakable(words):
-                    span_start = start
-                    continue
-                span_start = None
-                await in_flight.acquire()
-                task = asyncio.ensure_future(
-                    self._synthesize(words, voice, URGENT if first else BACKGROUND))
-                first = False
-                ahead.put_nowait((unit, start, reply_to, task))
-            ahead.put_nowait(None)
+            try:
+                async for unit, reply_to in units:
+                    last_seq = reply_to
+                    start = unit.start if span_start is None else span_start
+                    words = normalize(unit.text, voice.language.startswith("en"))
+                    if not speakable(words):
+                        span_start = start
+                        continue
+                    span_start = None
+                    await in_flight.acquire()
+                    task = asyncio.ensure_future(
+                        self._synthesize(words, voice, URGENT if first else BACKGROUND))
+                    first = False
+                    ahead.put_nowait((unit, start, reply_to, task))
+            finally:  # a bad request ends the queue too, and is re-raised below
+                ahead.put_nowait(None)
 
         scheduler = asyncio.create_task(schedule())
         try:

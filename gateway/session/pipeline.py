@@ -62,6 +62,10 @@ FINAL_WITHIN_S = 10.0
 # Quiet this long before a decode's words are guessed at: about when the ASR's own
 # pause decode starts, and longer than the gaps between words.
 EARLY_GUESS_SILENCE_MS = 96
+# A stage stream that ends with these may work on a new stream (another replica).
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                       grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL,
+                       grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 def _same_words(a: list[Message], b: list[Message]) -> bool:
@@ -99,6 +103,7 @@ class PipelineSession:
         self.track = AgentAudioTrack(on_first_audible=self._first_audible)
         self.context = ChatContext(config.history_max_chars)
         self._no_voice: set[str] = set()  # languages told to have no voice of their own
+        self.end_reason = ""  # why a stage ended the session, if one did
         self.turns = TurnTaker(config.turn, config.barge_in, SileroVad())
         self.policy = TurnPolicy(config.turn)
         self.observer = TurnObserver(send)
@@ -123,17 +128,31 @@ class PipelineSession:
 
     async def run_chunks(self, chunks: AsyncIterator[InChunk]) -> None:
         """The user's audio from any transport, as 16 kHz chunks on one timeline."""
-        async with AsrStream(self.channel, self.id) as asr:
+        async with contextlib.AsyncExitStack() as streams:
+            asr = await streams.enter_async_context(AsrStream(self.channel, self.id))
             self.speech = UserSpeech(asr, self.cfg.turn.preroll_ms)
-            pump = self._spawn(self._asr_events(asr))
+            pump = self._spawn(self._asr_events(asr, streams))
+            feeding = asyncio.ensure_future(self._feed_all(chunks))
+            closed = asyncio.ensure_future(self.closed.wait())
             try:
-                async for chunk in chunks:
-                    self.feed(chunk)
-                    if self.closed.is_set():
-                        break
+                # closed by a failed stage, the mic may be sending nothing at all (a
+                # client that never connected its media): do not wait for its next chunk
+                await asyncio.wait({feeding, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if feeding.done():
+                    feeding.result()
             finally:
+                feeding.cancel()
+                closed.cancel()
                 pump.cancel()
                 await self.close()
+        if self.end_reason:
+            raise ev.SessionEnded(self.end_reason)
+
+    async def _feed_all(self, chunks: AsyncIterator[InChunk]) -> None:
+        async for chunk in chunks:
+            self.feed(chunk)
+            if self.closed.is_set():
+                return
 
     async def close(self) -> None:
         self.closed.set()
@@ -416,21 +435,46 @@ class PipelineSession:
     def _first_audible(self, reply: int, sent_at: float) -> None:
         self._emit(ReplyProgress(reply, "first_audible", sent_at))
 
-    async def _asr_events(self, asr: AsrStream) -> None:
+    async def _asr_events(self, asr: AsrStream, streams: contextlib.AsyncExitStack) -> None:
+        """The ASR's events; a failed stream is replaced (bounded retries with backoff,
+        within `stage_retry.deadline_s`) and what it had not finalised is heard again."""
         assert self.speech is not None
-        try:
-            async for e in asr:
-                kind = e.WhichOneof("kind")
-                if kind == "partial":
-                    self.speech.on_partial(e.utterance_id, e.partial.text,
-                                           e.partial.audio_end_sample, e.partial.language)
-                    self.send(ev.transcript(e.partial.text, False, e.partial.language))
-                    self._speculate_early()
-                elif kind == "final":
-                    self.speech.on_final(e.utterance_id, e.final.text, e.final.language)
-        except grpc.aio.AioRpcError as e:
-            self.speech.fail(e)
-            if not self.closed.is_set():
-                self.send(ev.error("asr", f"{e.code().name}: {e.details()}"))
-                log.warning("session %s: ASR stream failed: %s", self.id, e.details())
-                self.closed.set()  # the mic loop ends the session
+        retry = self.cfg.stage_retry
+        attempt, failed_at = 0, 0.0
+        while True:
+            try:
+                async for e in asr:
+                    kind = e.WhichOneof("kind")
+                    if kind == "partial":
+                        self.speech.on_partial(e.utterance_id, e.partial.text,
+                                               e.partial.audio_end_sample, e.partial.language)
+                        self.send(ev.transcript(e.partial.text, False, e.partial.language))
+                        self._speculate_early()
+                    elif kind == "final":
+                        attempt = 0  # it works again
+                        self.speech.on_final(e.utterance_id, e.final.text, e.final.language)
+                # ended without an error while the session goes on (a drained replica)
+                error = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                             grpc.aio.Metadata(), "the ASR stream ended")
+            except grpc.aio.AioRpcError as e:
+                error = e
+            if self.closed.is_set():
+                return
+            now = time.monotonic()
+            failed_at = failed_at if attempt else now
+            if (error.code() not in RETRYABLE or attempt >= retry.attempts
+                    or now - failed_at >= retry.deadline_s):
+                break
+            attempt += 1
+            log.warning("session %s: ASR stream failed (%s: %s); new stream, try %d",
+                        self.id, error.code().name, error.details(), attempt)
+            self.send(ev.Info("stage_retry", f"the ASR stream failed ({error.code().name}); "
+                              "what you said is sent again", {"stage": "asr", "attempt": attempt}))
+            await asyncio.sleep(retry.wait_s(attempt))
+            asr = await streams.enter_async_context(AsrStream(self.channel, self.id))
+            self.speech.replay(asr)
+        self.speech.fail(error)
+        self.send(ev.error("asr", f"{error.code().name}: {error.details()}"))
+        log.warning("session %s: ASR stream failed: %s", self.id, error.details())
+        self.end_reason = f"asr stage failed: {error.code().name}"
+        self.closed.set()  # ends the session

@@ -6,6 +6,10 @@ utterance; the turn's end closes the utterance, and its final transcript is
 awaited here. The latest partial is kept with the stream sample it reached,
 so the turn policy can ask for the words of a pause: the ASR's pause decode,
 which covers the speech and a little of the silence after it.
+
+Everything said since an utterance began is kept until its final arrives, so
+when the ASR stream fails (a replica died, was drained, or Serve cancelled the
+stream) a new stream hears it all again and the awaited final comes from there.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ class UserSpeech:
         self._finals: dict[int, asyncio.Future[str]] = {}
         self._partial: Partial | None = None
         self._partial_came = asyncio.Event()
+        self._open_audio: list[np.ndarray] = []  # the open turn's, preroll on
+        self._open_start = 0  # session sample of its first chunk
+        # closed utterances whose final has not come: (their audio, speech end within it)
+        self._unfinal: dict[int, tuple[list[np.ndarray], int]] = {}
         self.language = ""  # the ASR's, for the latest words it heard ("" until it says)
 
     def add(self, chunk: InChunk) -> None:
@@ -54,12 +62,15 @@ class UserSpeech:
         if self._sending:
             self.asr.send_audio(chunk.pcm.tobytes())
             self._turn_audio.append(chunk.pcm)
+            self._open_audio.append(chunk.pcm)
 
     def start_turn(self) -> None:
         """Speech started: send what led up to it, then everything until the turn ends."""
         first = self._preroll[0]
         self._delta = self.asr.samples_sent - first.start_sample
+        self._open_start = first.start_sample
         self._turn_audio.clear()
+        self._open_audio = [c.pcm for c in self._preroll]
         for c in self._preroll:
             self.asr.send_audio(c.pcm.tobytes())
             self._turn_audio.append(c.pcm)
@@ -70,6 +81,8 @@ class UserSpeech:
         self._sending = False
         uid = self.asr.open_utterance
         self.asr.end_utterance(speech_end_sample=last_voiced_sample + self._delta)
+        self._unfinal[uid] = (self._open_audio, last_voiced_sample - self._open_start)
+        self._open_audio = []
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._finals[uid] = fut
         return fut
@@ -111,14 +124,36 @@ class UserSpeech:
         self._partial_came.set()
 
     def on_final(self, utterance: int, text: str, language: str = "") -> None:
+        self._unfinal.pop(utterance, None)
         if language and text.strip():
             self.language = language
         fut = self._finals.pop(utterance, None)
         if fut is not None and not fut.done():
             fut.set_result(text.strip())
 
+    def replay(self, asr: AsrStream) -> None:
+        """Go on on a new stream after the old one failed: each utterance whose final never
+        came, closed again, then the open turn so far; their finals come from there."""
+        finals, unfinal = self._finals, self._unfinal
+        self.asr, self._finals, self._unfinal, self._partial = asr, {}, {}, None
+        for uid in sorted(unfinal):
+            audio, speech_end = unfinal[uid]
+            start = asr.samples_sent
+            for pcm in audio:
+                asr.send_audio(pcm.tobytes())
+            new = asr.open_utterance
+            asr.end_utterance(speech_end_sample=start + speech_end)
+            self._unfinal[new] = (audio, speech_end)
+            if uid in finals:
+                self._finals[new] = finals.pop(uid)
+        if self._sending:
+            self._delta = asr.samples_sent - self._open_start
+            for pcm in self._open_audio:
+                asr.send_audio(pcm.tobytes())
+
     def fail(self, error: grpc.aio.AioRpcError) -> None:
         for fut in self._finals.values():
             if not fut.done():
                 fut.set_exception(error)
         self._finals.clear()
+        self._unfinal.clear()

@@ -1,0 +1,69 @@
+"""A replica dies mid-call: the ASR replica is killed (`ray.kill`, as in a lost node)
+while the caller is speaking. The gateway opens a new stream, Serve starts a new
+replica, the utterance is heard again and answered; the call goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import ray
+from ray import serve
+
+from gateway.server import Gateway
+from tests.test_gateway_e2e import start_gateway
+from tests.waiting import until
+from voxray.clients.caller import Caller, load_48k
+from voxray.wer import wer
+
+pytestmark = pytest.mark.slow
+SPEECH = "tests/data/speech"
+
+
+@pytest.fixture(scope="module")
+async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
+    runner, gw, url = await start_gateway(serve_grpc, reply_max_tokens=12)
+    yield gw, url
+    await runner.cleanup()
+
+
+def asr_replicas() -> list[str]:
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if "SERVE_REPLICA::asr#AsrDeployment" in a["name"]]
+
+
+async def test_the_asr_replica_dies_mid_utterance_and_the_turn_is_answered(
+        gateway: tuple[Gateway, str]) -> None:
+    gw, url = gateway
+    (victim,) = asr_replicas()
+    caller = Caller(url)
+    await caller.connect()
+    try:
+        n = len(caller.events)
+        _, last_sent = caller.mic.say(load_48k(f"{SPEECH}/s03.wav"))
+        await caller.wait_event("partial", 20, since=n)  # mid-utterance: the ASR is at work
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        await last_sent
+        retry = await caller.wait_event("stage_retry", 30, since=n)
+        assert retry["detail"]["stage"] == "asr"
+        final = await caller.wait_event("final", 120, since=n)
+        assert wer("what is the weather going to be like tomorrow morning", final["text"]) <= 0.3
+        metrics = await caller.wait_event("turn_metrics", 60, since=n)
+        assert metrics["ttfat_ms"] > 0
+        assert not [e for e in caller.events[n:] if e["type"] == "error"], caller.events[n:]
+        await caller.wait_event(("agent_done", "interrupted"), 60, since=n)
+        # and the call goes on: the next turn on the new replica
+        n = len(caller.events)
+        caller.mic.say(load_48k(f"{SPEECH}/s11.wav"))
+        final = await caller.wait_event("final", 60, since=n)
+        assert wer("hello can you hear me", final["text"]) <= 0.3
+    finally:
+        await caller.hang_up()
+    await until(lambda: not gw.calls, what="the session ends on hang-up")
+    started = time.monotonic()
+    while serve.status().applications["asr"].status.value != "RUNNING":
+        assert time.monotonic() - started < 120, "the ASR app did not recover"
+        await asyncio.sleep(1)
+    assert asr_replicas() and victim not in asr_replicas()
