@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +34,10 @@ class Segment:
 class AgentAudioTrack(PacedAudioTrack):
     def __init__(self, on_first_audible: Callable[[int, float], None] | None = None) -> None:
         super().__init__(RATE)
+        self.frame_reply: int | None = None  # the reply the last frame spoke (None: silence)
+        # Called when queued audio is dropped (a barge-in): a transport with its own
+        # playback buffer (a phone line) drops that too.
+        self.on_clear: Callable[[], None] | None = None
         self._queue: deque[Segment] = deque()
         self._drained: dict[int, asyncio.Future[None]] = {}
         self._paused = False
@@ -43,9 +47,26 @@ class AgentAudioTrack(PacedAudioTrack):
         self.paused_at: float | None = None
         self._levels: deque[tuple[float, float]] = deque(maxlen=25)  # (sent at, dBFS)
         self.last_audio_at = 0.0  # when the last non-silent frame went out
+        # per reply, its pieces on its own audio timeline: (first sample, end, span)
+        self._timeline: OrderedDict[int, list[tuple[int, int, int, int]]] = OrderedDict()
 
     def push(self, turn: int, pcm: np.ndarray, span_start: int, span_end: int) -> None:
         self._queue.append(Segment(turn, pcm, span_start, span_end))
+        pieces = self._timeline.setdefault(turn, [])
+        start = pieces[-1][1] if pieces else 0
+        pieces.append((start, start + len(pcm), span_start, span_end))
+        while len(self._timeline) > 8:
+            self._timeline.popitem(last=False)
+
+    def chars_at(self, turn: int, sample: int) -> int:
+        """Characters of the reply's text spoken by its first `sample` samples (a client
+        that played that much of it heard this much)."""
+        for start, end, span_start, span_end in self._timeline.get(turn, []):
+            if sample < end:
+                part = max(0, sample - start) / max(1, end - start)
+                return span_start + int((span_end - span_start) * part)
+        pieces = self._timeline.get(turn)
+        return pieces[-1][3] if pieces else 0
 
     def pause(self) -> None:
         if not self._paused:
@@ -61,6 +82,8 @@ class AgentAudioTrack(PacedAudioTrack):
         self.resume()
         for turn in list(self._drained):
             self._settle(turn)
+        if self.on_clear is not None:
+            self.on_clear()
 
     async def played(self, turn: int) -> None:
         """Until every segment of `turn` queued so far has been sent (or dropped)."""
@@ -122,6 +145,7 @@ class AgentAudioTrack(PacedAudioTrack):
 
     def next_frame(self, now: float) -> np.ndarray:
         pcm, turn = self._next_samples()
+        self.frame_reply = turn
         if turn is not None and np.abs(pcm).max() > AUDIBLE:
             self.last_audio_at = now
             if turn not in self._audible_turns:

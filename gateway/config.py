@@ -120,6 +120,9 @@ class GatewayConfig(BaseModel):
     # ["127.0.0.1"] keeps calls on this machine.
     ice_addresses: list[str] = Field(default_factory=list)
     max_sdp_bytes: int = Field(64_000, ge=1000)
+    # The largest WebSocket message (Twilio, the Realtime API) taken; a larger one
+    # closes that socket with 1009 (about 20 s of 24 kHz PCM16 audio in base64).
+    max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
     # Packets of the caller's audio held before it is decoded (aiortc's default is 4,
     # 80 ms, for playout; the VAD and ASR need no smoothing).
     mic_jitter_packets: int = Field(1, ge=1, le=8)

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -24,46 +24,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import call_log
 from gateway import events as ev
 from gateway.audio_in import shorten_jitter_buffer
+from gateway.call_host import Call
 from gateway.config import GatewayConfig
 from gateway.duplex import DuplexSession, DuplexUnavailable
 from gateway.events import SessionEnded
 from gateway.metrics import GatewayMetrics
+from gateway.realtime.connection import realtime_socket
 from gateway.session.pipeline import PipelineSession
 from gateway.smart_turn import SharedSmartTurn
+from gateway.twilio import twilio_stream
 from voxray.ice import offer_only
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-
-
-class Session(Protocol):
-    """What the gateway needs of a session, pipeline or duplex."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def track(self) -> MediaStreamTrack: ...
-
-    @property
-    def last_voice_at(self) -> float: ...
-
-    def send(self, event: ev.Event) -> None: ...
-
-    async def run(self, mic: MediaStreamTrack) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass
-class Call:
-    pc: RTCPeerConnection
-    session: Session
-    mode: str
-    started: float = field(default_factory=time.monotonic)
-    task: asyncio.Task[None] | None = None
-    reason: str = "hangup"
-    connected: bool = False  # its media connection came up (ICE and DTLS)
 
 
 class Gateway:
@@ -75,6 +48,7 @@ class Gateway:
         self._answering = 0  # offers being answered: a duplex one waits for a Moshi slot
         self.channel: grpc.aio.Channel | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._ending: set[asyncio.Task[None]] = set()
         offer_only(config.ice_addresses)
         # One turn model for every session (a read-only graph, ~9 MB).
         turn = config.turn
@@ -88,6 +62,8 @@ class Gateway:
         app.router.add_static("/static/", STATIC)
         app.router.add_post("/whip", self.whip_post)
         app.router.add_delete("/whip/{id}", self.whip_delete)
+        app.router.add_get("/twilio", self.twilio)
+        app.router.add_get("/v1/realtime", self.realtime)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/healthz", self.health)
         app.on_startup.append(self._startup)
@@ -119,12 +95,8 @@ class Gateway:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def _authorized(self, request: web.Request) -> bool:
-        token = self.cfg.auth_token
-        return not token or request.headers.get("Authorization", "") == f"Bearer {token}"
-
     async def whip_post(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        if not self.authorized(request):
             self.metrics.refused.labels("unauthorized").inc()
             return web.Response(status=401, text="missing or wrong bearer token\n",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -133,7 +105,7 @@ class Gateway:
         mode = request.query.get("mode", "pipeline")
         if mode not in ("pipeline", "duplex"):
             return web.Response(status=400, text=f"unknown mode {mode!r}: pipeline or duplex\n")
-        if len(self.calls) + self._answering >= self.cfg.max_sessions:
+        if not self.has_room():
             self.metrics.refused.labels("full").inc()
             return web.Response(status=503, text="gateway is full; try again later\n",
                                 headers={"Retry-After": "5"})
@@ -163,8 +135,14 @@ class Gateway:
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location})
 
+    async def twilio(self, request: web.Request) -> web.StreamResponse:
+        return await twilio_stream(request, self)
+
+    async def realtime(self, request: web.Request) -> web.StreamResponse:
+        return await realtime_socket(request, self)
+
     async def whip_delete(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        if not self.authorized(request):
             return web.Response(status=401, text="missing or wrong bearer token\n")
         cid = request.match_info["id"]
         if cid not in self.calls:
@@ -180,9 +158,7 @@ class Gateway:
         channels: list[object] = []
         early: list[str] = []  # events before the client's data channel is open
 
-        def send(event: ev.Event) -> None:
-            self.metrics.observe(event)
-            call_log.session_event(session.id, event)
+        def deliver(event: ev.Event) -> None:
             open_channels = [dc for dc in channels if getattr(dc, "readyState", "") == "open"]
             if not open_channels:
                 early.append(event.json())
@@ -191,12 +167,13 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     dc.send(event.json())  # type: ignore[attr-defined]
 
+        send = self.session_sender(lambda: session.id, deliver)
         session: PipelineSession | DuplexSession
         if mode == "duplex":
             session = DuplexSession(self.cfg, self.channel, send)
         else:
             session = PipelineSession(self.cfg, self.channel, send, self.turn_model)
-        call = Call(pc, session, mode)
+        call = Call(session, mode, pc.close)
         mic: list[MediaStreamTrack] = []
 
         @pc.on("datachannel")
@@ -233,22 +210,54 @@ class Gateway:
             await session.close()
             await pc.close()
             raise
-        self.calls[session.id] = call
-        self.metrics.sessions.labels(mode).inc()
-        call_log.session_started(session.id, mode, remote)
-        call.task = asyncio.create_task(self._run(call, mic[0]))
+        self.start_call(call, session.run(mic[0]), remote)
         return pc.localDescription.sdp, f"/whip/{session.id}"
 
-    async def _run(self, call: Call, mic: MediaStreamTrack) -> None:
-        try:
-            await call.session.run(mic)
-        except SessionEnded as e:
-            call.reason = str(e)
-        except Exception:
-            log.exception("session %s failed", call.session.id)
-            call.reason = "internal error"
-        finally:
-            await self.end(call.session.id, call.reason)
+    def start_call(self, call: Call, run: Coroutine[Any, Any, None], remote: str) -> None:
+        """Count the call in and run its session (`run`) until it ends."""
+        self.calls[call.session.id] = call
+        self.metrics.sessions.labels(call.mode).inc()
+        call_log.session_started(call.session.id, call.mode, remote)
+        call.task = asyncio.ensure_future(run)
+        call.task.add_done_callback(lambda task: self._spawn(self._finished(call, task)))
+
+    @property
+    def stage_channel(self) -> grpc.aio.Channel:
+        assert self.channel is not None, "the gateway has not started"
+        return self.channel
+
+    def has_room(self) -> bool:
+        return len(self.calls) + self._answering < self.cfg.max_sessions
+
+    def authorized(self, request: web.Request) -> bool:
+        token = self.cfg.auth_token
+        return not token or request.headers.get("Authorization", "") == f"Bearer {token}"
+
+    def session_sender(self, sid: Callable[[], str],
+                       deliver: Callable[[ev.Event], None]) -> Callable[[ev.Event], None]:
+        """A session's `send`: metrics and the call log observe each event, then the
+        transport delivers it (`sid`: the session's id, known once it exists)."""
+        def send(event: ev.Event) -> None:
+            self.metrics.observe(event)
+            call_log.session_event(sid(), event)
+            deliver(event)
+        return send
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    async def _finished(self, call: Call, task: asyncio.Task[None]) -> None:
+        """A session's run ended by itself (or was cancelled by end()): end its call."""
+        if not task.cancelled():
+            error = task.exception()
+            if isinstance(error, SessionEnded):
+                call.reason = str(error)
+            elif error is not None:
+                log.error("session %s failed", call.session.id, exc_info=error)
+                call.reason = "internal error"
+        await self.end(call.session.id, call.reason)
 
     async def end(self, cid: str, reason: str) -> None:
         call = self.calls.pop(cid, None)
@@ -260,8 +269,8 @@ class Gateway:
         call.session.send(ev.Info("session_ended", reason))
         call_log.session_ended(cid, call.mode, reason, call.started)
         await call.session.close()
-        await call.pc.close()
-        if call.task is not None and call.task is not asyncio.current_task():
+        await call.hang_up()
+        if call.task is not None:
             call.task.cancel()
 
     async def _enforce_limits(self) -> None:

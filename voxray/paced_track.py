@@ -31,13 +31,17 @@ class PacedAudioTrack(MediaStreamTrack):
         """The next frame_samples of int16 PCM; `now` is when it goes out."""
         raise NotImplementedError
 
-    async def recv(self) -> av.AudioFrame:
+    async def next_pcm(self) -> np.ndarray:
+        """The next frame, when it is due: for a transport that sends PCM itself."""
         if self._start is None:
             self._start = time.monotonic()
         else:
             self._pts += self.frame_samples
             await asyncio.sleep(max(0.0, self._start + self._pts / self.rate - time.monotonic()))
-        pcm = self.next_frame(time.monotonic())
+        return self.next_frame(time.monotonic())
+
+    async def recv(self) -> av.AudioFrame:
+        pcm = await self.next_pcm()
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.rate
         frame.pts = self._pts

@@ -18,6 +18,7 @@ class ChatContext:
     def __init__(self, max_chars: int = 16_000) -> None:
         self._messages: list[Message] = []
         self._max_chars = max_chars
+        self.instructions = ""  # a client's system prompt (the LLM app's own otherwise)
 
     @property
     def messages(self) -> list[Message]:
@@ -25,13 +26,33 @@ class ChatContext:
 
     def with_user(self, text: str, join: bool = False) -> list[Message]:
         """The messages a reply to this user turn would be given (nothing is recorded)."""
+        return self._system() + self._joined(text, join)
+
+    def for_reply(self) -> list[Message]:
+        """The messages a reply to the conversation as it stands would be given."""
+        return self._system() + self._messages
+
+    def _system(self) -> list[Message]:
+        return [("system", self.instructions)] if self.instructions else []
+
+    def _joined(self, text: str, join: bool) -> list[Message]:
         if join and self._messages and self._messages[-1][0] == "user":
             return [*self._messages[:-1], ("user", f"{self._messages[-1][1]} {text}")]
         return [*self._messages, ("user", text)]
 
     def commit_user(self, text: str, join: bool = False) -> None:
-        self._messages = self.with_user(text, join)
+        self._messages = self._joined(text, join)
         self._trim()
+
+    def truncate_agent(self, said: str, heard: str) -> None:
+        """The caller heard only `heard` of an agent message recorded as `said`."""
+        for i in range(len(self._messages) - 1, -1, -1):
+            if self._messages[i] == ("assistant", said):
+                if heard.strip():
+                    self._messages[i] = ("assistant", heard.strip())
+                else:
+                    del self._messages[i]
+                return
 
     def last_user(self) -> str:
         return self._messages[-1][1] if self._messages and self._messages[-1][0] == "user" else ""

@@ -67,6 +67,15 @@ class PauseJudged:
 
 
 @dataclass(frozen=True)
+class TurnHeard:
+    """An ended turn's final transcript (empty: nothing was made out of it)."""
+
+    text: str
+    language: str = ""
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class TurnCommitted:
     """The turn ended and its final transcript is in; the answer to it is decided."""
 
@@ -112,4 +121,5 @@ class AgentPaused:
     at: float = field(default_factory=_now)
 
 
-SessionEvent = PauseJudged | TurnCommitted | ReplyProgress | ReplyDiscarded | AgentPaused
+SessionEvent = (PauseJudged | TurnHeard | TurnCommitted | ReplyProgress | ReplyDiscarded
+                | AgentPaused)

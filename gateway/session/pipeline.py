@@ -32,7 +32,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from gateway import events as ev
 from gateway.agent_track import AgentAudioTrack
 from gateway.audio_in import InChunk, chunks_16k
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, TurnConfig
 from gateway.session.barge_in import is_backchannel
 from gateway.session.context import ChatContext, Message
 from gateway.session.events import (
@@ -46,6 +46,7 @@ from gateway.session.events import (
     TurnCommitted,
     TurnEnded,
     TurnEvent,
+    TurnHeard,
 )
 from gateway.session.llm_judge import llm_p_end
 from gateway.session.observer import TurnObserver
@@ -104,6 +105,7 @@ class PipelineSession:
         self.context = ChatContext(config.history_max_chars)
         self._no_voice: set[str] = set()  # languages told to have no voice of their own
         self.end_reason = ""  # why a stage ended the session, if one did
+        self.turn_cfg = config.turn
         self.turns = TurnTaker(config.turn, config.barge_in, SileroVad())
         self.policy = TurnPolicy(config.turn)
         self.observer = TurnObserver(send)
@@ -119,6 +121,14 @@ class PipelineSession:
         self._barge_started: float | None = None  # speech over the agent began (arrival)
         self._replies = 0
         self._tasks: set[asyncio.Task[object]] = set()
+        # A transport that reports the conversation itself (the Realtime API) listens
+        # here: every turn event and session event, as it happens.
+        self._said: OrderedDict[int, str] = OrderedDict()  # recent replies, as recorded
+        self.listeners: list[Callable[[TurnEvent | SessionEvent], None]] = []
+        # Per-session settings a client may change (the Realtime API's session.update).
+        self.voice: str | None = None  # one voice whatever the language
+        self.reply_max_tokens = config.reply_max_tokens
+        self.temperature: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -130,7 +140,7 @@ class PipelineSession:
         """The user's audio from any transport, as 16 kHz chunks on one timeline."""
         async with contextlib.AsyncExitStack() as streams:
             asr = await streams.enter_async_context(AsrStream(self.channel, self.id))
-            self.speech = UserSpeech(asr, self.cfg.turn.preroll_ms)
+            self.speech = UserSpeech(asr, self.turn_cfg.preroll_ms)
             pump = self._spawn(self._asr_events(asr, streams))
             feeding = asyncio.ensure_future(self._feed_all(chunks))
             closed = asyncio.ensure_future(self.closed.wait())
@@ -172,14 +182,23 @@ class PipelineSession:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def retune(self, turn: TurnConfig) -> None:
+        """Take turns by `turn` from here on; only between turns."""
+        if self.turns.in_turn or self._agent_busy():
+            raise RuntimeError("turn taking changes only between turns")
+        self.turn_cfg = self.turns.p = turn
+        self.policy = TurnPolicy(turn)
+
     def _emit(self, event: SessionEvent) -> None:
+        for listen in self.listeners:
+            listen(event)
         self.observer(event)
         if isinstance(event, ReplyProgress) and self.spec is not None \
                 and event.reply == self.spec.id and event.stage in self._ready_stages():
             self._route(self.turns.release())  # the answer is ready: the turn may end
 
     def _ready_stages(self) -> tuple[str, ...]:
-        return ("first_token",) if self.cfg.turn.speculative == "llm" else ("first_audio",)
+        return ("first_token",) if self.turn_cfg.speculative == "llm" else ("first_audio",)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -205,6 +224,8 @@ class PipelineSession:
 
     def _route(self, events: list[TurnEvent]) -> None:
         for e in events:
+            for listen in self.listeners:
+                listen(e)
             if isinstance(e, SpeechStarted):
                 self._speech_started(e)
             elif isinstance(e, PauseStarted):
@@ -239,11 +260,11 @@ class PipelineSession:
 
     def _join(self) -> bool:
         """Whether the next user turn continues the last one (nothing of the agent heard)."""
-        return self.cfg.turn.join_continuations and bool(self.context.last_user())
+        return self.turn_cfg.join_continuations and bool(self.context.last_user())
 
     async def _judge_pause(self, e: PauseStarted) -> None:
         assert self.speech is not None
-        cfg = self.cfg.turn
+        cfg = self.turn_cfg
         wait_s = cfg.evidence_wait_ms / 1000
         audio: asyncio.Task[tuple[float, float]] | None = None
         if "audio" in cfg.evidence and self.turn_model is not None:
@@ -278,7 +299,7 @@ class PipelineSession:
         """The ASR decodes at the first ~100 ms of quiet (its pause decode): if that decode
         heard all the speech so far, prepare the answer now, before the pause is judged."""
         assert self.speech is not None
-        if (self.cfg.turn.speculative == "off" or self.spec is not None or self._agent_busy()
+        if (self.turn_cfg.speculative == "off" or self.spec is not None or self._agent_busy()
                 or not self.turns.in_turn or self.turns.silence_ms < EARLY_GUESS_SILENCE_MS):
             return
         words = self.speech.words_covering(self.turns.last_voiced_sample)
@@ -313,7 +334,7 @@ class PipelineSession:
     def _voice_for(self, language: str) -> str:
         """The configured voice for the user's language; the default voice, said once per
         language, for one without a voice."""
-        voice = self.cfg.voices.get(language)
+        voice = self.voice or self.cfg.voices.get(language)
         if voice is not None:
             return voice
         if language and not language.startswith("en") and language not in self._no_voice:
@@ -331,8 +352,9 @@ class PipelineSession:
             self._replies, self.channel, self.id, messages, voice=self._voice_for(language),
             language=language,
             playout=self.track, on_text=self._agent_text, on_event=self._emit,
-            speculative=self.cfg.turn.speculative if speculative else "off",
-            max_tokens=self.cfg.reply_max_tokens, first_tokens=self.cfg.reply_first_tokens)
+            speculative=self.turn_cfg.speculative if speculative else "off",
+            max_tokens=self.reply_max_tokens, first_tokens=self.cfg.reply_first_tokens,
+            temperature=self.temperature)
         reply.start()
         return reply
 
@@ -364,6 +386,7 @@ class PipelineSession:
         except grpc.aio.AioRpcError:
             text = ""  # the stream failed; _asr_events said so
         final_at = time.monotonic()
+        self._emit(TurnHeard(text, self.speech.language))
         if text:
             self.send(ev.transcript(text, True, self.speech.language))
         if self._barge_started is not None and (not text or is_backchannel(text,
@@ -393,7 +416,6 @@ class PipelineSession:
         if spec is not None and spec.failure is None and _same_words(spec.messages, messages) \
                 and spec.language == self.speech.language:
             reply, speculation = spec, "hit"
-            reply.commit()
         else:
             if spec is not None:
                 spec.cancel("miss")
@@ -404,6 +426,7 @@ class PipelineSession:
         self._emit(TurnCommitted(reply.id, self.context.last_user(), last_voiced_at,
                                  decided_at, final_at, speculation, joined, reply.language,
                                  reply.voice))
+        reply.commit()  # (after TurnCommitted: what it held is this turn's answer)
         self._spawn(self._follow(reply))
 
     async def _follow(self, reply: ReplyHandle) -> None:
@@ -412,7 +435,11 @@ class PipelineSession:
             await reply.finished
         if reply.outcome in ("done", "failed") and self.reply is reply:
             self.reply = None
-            self.context.agent_heard(reply.text if reply.outcome == "done" else reply.heard())
+            said = reply.text if reply.outcome == "done" else reply.heard()
+            self.context.agent_heard(said)
+            self._said[reply.id] = said.strip()
+            while len(self._said) > 8:
+                self._said.popitem(last=False)
             if reply.failure is not None:
                 f = reply.failure
                 self.send(ev.error(f.stage, f"the reply failed ({f.message}); "
@@ -421,16 +448,53 @@ class PipelineSession:
                 self.send(ev.Info("agent_done", "the answer has been played",
                                   {"turn": reply.id}))
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, heard_chars: int | None = None) -> None:
         """A real interruption: stop the reply, keep only what the user heard."""
         reply, self.reply = self.reply, None
         self._barge_started = None
         if reply is None:
             self.track.clear()
             return
-        heard = reply.interrupt()
+        heard = reply.interrupt(heard_chars)
         self.context.agent_heard(heard)
         self.send(ev.Interrupted("interrupted", reply.id, heard))
+
+    # -- a client's own commands (the Realtime API) --------------------------------------
+
+    def respond(self) -> int:
+        """Answer the conversation as it stands now (a client asked; no turn ended):
+        the new reply's id."""
+        if self._agent_busy():
+            self._interrupt()
+        self._drop_spec("closed")
+        now = time.monotonic()
+        reply = self.reply = self._new_reply(self.context.for_reply(), speculative=False)
+        self._emit(TurnCommitted(reply.id, self.context.last_user(), now, now, now, "none",
+                                 False, reply.language, reply.voice))
+        self._spawn(self._follow(reply))
+        return reply.id
+
+    def cancel_reply(self) -> int | None:
+        """Stop the reply being made or played, keeping what was heard: its id, or None
+        when there is none."""
+        reply = self.reply
+        if reply is None or not (reply.active or self.track.speaking):
+            return None
+        self._interrupt()
+        return reply.id
+
+    def truncate(self, reply_id: int, audio_ms: int) -> None:
+        """The client played only the first `audio_ms` of a reply's audio."""
+        chars = self.track.chars_at(reply_id, audio_ms * self.track.rate // 1000)
+        reply = self.reply
+        if reply is not None and reply.id == reply_id:
+            self._interrupt(chars)
+            return
+        said = self._said.get(reply_id)
+        if said is not None:
+            n = chars if chars >= len(said) or not said[chars:chars + 1].isalnum() \
+                else said.rfind(" ", 0, chars) + 1
+            self.context.truncate_agent(said, said[:n])
 
     def _first_audible(self, reply: int, sent_at: float) -> None:
         self._emit(ReplyProgress(reply, "first_audible", sent_at))

@@ -55,7 +55,7 @@ class ReplyHandle:
         messages: list[Message], *, voice: str, playout: Playout,
         on_text: Callable[[int, str], None], on_event: Callable[[SessionEvent], None],
         speculative: str = "off", max_tokens: int | None = None, first_tokens: int = 0,
-        language: str = "",
+        language: str = "", temperature: float | None = None,
     ) -> None:
         self.id = reply_id
         self.language = language  # the user's: the LLM is asked to answer in it
@@ -74,6 +74,7 @@ class ReplyHandle:
         self._on_event = on_event
         self._tts_early = speculative != "llm"  # synthesize while still speculative
         self._max_tokens = max_tokens
+        self._temperature = temperature
         # Two-call replies need the TTS stream open while the first call runs.
         self._first_tokens = first_tokens if self._tts_early else 0
         self._held_text: list[str] = []
@@ -133,18 +134,21 @@ class ReplyHandle:
         if self._task is not None:
             self._task.cancel()
 
-    def heard(self) -> str:
-        """The whole words of the text that the caller has heard so far."""
+    def heard(self, chars: int | None = None) -> str:
+        """The whole words of the text that the caller has heard so far (or of its first
+        `chars` characters)."""
         if self.state == "speculative":
             return ""
-        n = min(self._playout.heard_chars(self.id), len(self.text))
+        played = self._playout.heard_chars(self.id)
+        n = min(played if chars is None else min(chars, played), len(self.text))
         if 0 < n < len(self.text) and self.text[n].isalnum():
             n = self.text.rfind(" ", 0, n) + 1  # a word cut in half was not heard
         return self.text[:n].rstrip()
 
-    def interrupt(self) -> str:
-        """A barge-in: stop, drop its queued audio, and say what was heard."""
-        heard = self.heard()
+    def interrupt(self, heard_chars: int | None = None) -> str:
+        """A barge-in: stop, drop its queued audio, and say what was heard (all that was
+        played, or the first `heard_chars` of it where the client says so)."""
+        heard = self.heard(heard_chars)
         self.cancel("interrupted")
         self._playout.clear()
         return heard
@@ -223,7 +227,9 @@ class ReplyHandle:
     async def _llm_call(self, prefix: str, max_tokens: int | None) -> str:
         """Stream one Generate call's deltas into the reply; its finish reason."""
         request = llm_request(self._cid, self.messages, seq=self.id,
-                              **({"max_tokens": max_tokens} if max_tokens else {}))
+                              **({"max_tokens": max_tokens} if max_tokens else {}),
+                              **({"temperature": self._temperature}
+                                 if self._temperature is not None else {}))
         request.assistant_prefix = prefix
         request.reply_language = self.language
         call = generate(self._channel, request)

@@ -1,0 +1,154 @@
+"""The OpenAI Realtime API as an app written for it meets it: the official `openai` SDK,
+unchanged but for its URLs, holds a voice conversation with the gateway (WebSocket,
+server_vad) on the CPU-default stages of a local Ray cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.config import local_gateway_config
+from gateway.server import Gateway
+from tests.test_tts_serve import transcribe
+from tests.waiting import until
+from voxray.audio import resample
+from voxray.clients.caller import RATE, load_48k
+from voxray.clients.realtime_caller import RealtimeCaller
+from voxray.wer import wer
+
+pytestmark = pytest.mark.slow
+SPEECH = "tests/data/speech"
+TOKEN = "sesame"
+
+
+@pytest.fixture(scope="module")
+async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
+    config = local_gateway_config(max_sessions=3, auth_token=TOKEN)
+    gw = Gateway(config, serve_grpc)
+    runner = web.AppRunner(gw.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", config.port).start()
+    yield gw, f"http://127.0.0.1:{config.port}"
+    await runner.cleanup()
+
+
+async def test_the_openai_sdk_holds_a_voice_conversation(gateway: tuple[Gateway, str],
+                                                         serve_grpc: str) -> None:
+    gw, url = gateway
+    caller = RealtimeCaller(url, token=TOKEN)
+    await caller.connect()
+    try:
+        created = caller.of_type("session.created")[0]
+        assert created.session.type == "realtime"
+        assert caller.of_type("session.updated")[0].session.audio.output.format.rate == 24000
+
+        # turn 1: spoken question, spoken answer
+        ttfat, done, since = await caller.say_and_hear(load_48k(f"{SPEECH}/s11.wav"))
+        assert ttfat is not None and 0 < ttfat < 10_000
+        assert done.response.status == "completed", done
+        kinds = [e.type for _, e in caller.events[since:]]
+        for kind in ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                     "input_audio_buffer.committed",
+                     "conversation.item.input_audio_transcription.completed",
+                     "response.created", "response.output_audio.delta",
+                     "response.output_audio_transcript.delta",
+                     "response.output_audio_transcript.done", "response.output_audio.done"):
+            assert kind in kinds, (kind, kinds)
+        assert kinds.index("input_audio_buffer.speech_started") \
+            < kinds.index("input_audio_buffer.committed") < kinds.index("response.created") \
+            < kinds.index("response.output_audio.delta") < kinds.index("response.done")
+        heard_user = caller.of_type("conversation.item.input_audio_transcription.completed",
+                                    since)[0]
+        assert wer("hello can you hear me", heard_user.transcript) <= 0.25, heard_user
+        said = done.response.output[0].content[0].transcript
+        deltas = "".join(e.delta for e in caller.of_type(
+            "response.output_audio_transcript.delta", since))
+        assert said.strip() and said == deltas
+        # the audio deltas are the transcript, spoken
+        reply = caller.heard.pcm(since=caller.events[since][0])
+        assert len(reply) > RATE // 2
+        heard = await transcribe(serve_grpc, resample(reply[: 8 * RATE], RATE, 24000))
+        assert wer(" ".join(said.split()[:len(heard.split())]), heard) <= 0.4, (said, heard)
+
+        # turn 2: a long answer, cancelled by the client a second into its audio
+        since = len(caller.events)
+        caller.mic.say(load_48k(f"{SPEECH}/s18.wav"))
+        await caller.wait_event("response.output_audio.delta", 60, since)
+        await asyncio.sleep(1.0)
+        await caller.conn.response.cancel()
+        cancelled_at = asyncio.get_running_loop().time()
+        done = await caller.wait_event("response.done", 10, since)
+        assert done.response.status == "cancelled", done.response
+        assert done.response.status_details.reason == "client_cancelled"
+        heard_text = done.response.output[0].content[0].transcript
+        full = "".join(e.delta for e in caller.of_type(
+            "response.output_audio_transcript.delta", since))
+        assert full.startswith(heard_text) and len(heard_text) < len(full), (heard_text, full)
+        late = caller.heard.audible_between(cancelled_at + 0.3, cancelled_at + 2.0)
+        assert not late, "agent audio went on after response.cancel"
+        (call,) = gw.calls.values()
+        messages = call.session.context.messages
+        assert messages[-1] == ("assistant", heard_text.strip()) or not heard_text.strip()
+        # a cancel with nothing under way is an error event, and the session goes on
+        await caller.conn.response.cancel()
+        error = await caller.wait_event("error", 5, since)
+        assert error.error.code == "response_cancel_not_active"
+    finally:
+        await caller.close()
+    await until(lambda: not gw.calls, what="the session ends when the socket closes")
+
+
+async def test_bad_client_events_get_error_events_and_the_session_goes_on(
+        gateway: tuple[Gateway, str]) -> None:
+    gw, url = gateway
+    ws_url = url.replace("http", "ws") + "/v1/realtime?model=voxray"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(ws_url) as res:  # no token: refused before the upgrade
+            assert res.status == 401
+        async with http.ws_connect(ws_url, headers={"Authorization": f"Bearer {TOKEN}"},
+                                   max_msg_size=0) as ws:
+            first = json.loads((await ws.receive(timeout=10)).data)
+            assert first["type"] == "session.created"
+            bad = [
+                ("{nope", "invalid_json"),
+                (json.dumps([1, 2]), "invalid_event"),
+                (json.dumps({"type": "no.such.event"}), "unknown_event"),
+                (json.dumps({"type": "input_audio_buffer.append", "audio": "%%%"}),
+                 "invalid_audio"),
+                (json.dumps({"type": "input_audio_buffer.append", "audio": "AA=="}),
+                 "invalid_audio"),  # 1 byte is no PCM16 sample
+                (json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
+                    "input": {"format": {"type": "audio/flac"}}}}}), "invalid_value"),
+                (json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
+                    "input": {"turn_detection": {"type": "server_vad",
+                                                 "silence_duration_ms": -5}}}}}),
+                 "invalid_value"),
+            ]
+            for message, code in bad:
+                await ws.send_str(message)
+                got = json.loads((await ws.receive(timeout=10)).data)
+                assert got["type"] == "error" and got["error"]["code"] == code, (message, got)
+            await ws.send_bytes(b"\x00\x01")
+            got = json.loads((await ws.receive(timeout=10)).data)
+            assert got["error"]["code"] == "invalid_message"
+            # a good update still works on the same socket
+            await ws.send_str(json.dumps({"type": "session.update", "session": {
+                "type": "realtime", "instructions": "Be brief.",
+                "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": "alloy"}}}}))
+            got = json.loads((await ws.receive(timeout=10)).data)
+            assert got["type"] == "session.updated", got
+            assert got["session"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+            assert got["session"]["instructions"] == "Be brief."
+            assert len(gw.calls) == 1
+            # an oversized message closes this socket with 1009, and only this one
+            await ws.send_str(json.dumps({"type": "input_audio_buffer.append",
+                                          "audio": "A" * (2 << 20)}))
+            msg = await ws.receive(timeout=10)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == 1009
+    await until(lambda: not gw.calls, what="the session ends with its socket")
