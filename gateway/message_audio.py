@@ -27,7 +27,7 @@ class InboundAudio:
     def __init__(self, fmt: AudioFormat) -> None:
         self._decode = Decoder(fmt, SAMPLE_RATE)
         self._pending: np.ndarray = np.zeros(0, np.int16)
-        self._queue: asyncio.Queue[InChunk | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[InChunk | Callable[[], None] | None] = asyncio.Queue()
         self._produced = 0
 
     def reformat(self, fmt: AudioFormat) -> None:
@@ -42,8 +42,12 @@ class InboundAudio:
 
     def push(self, data: bytes) -> None:
         """One message's audio (BadAudio if it is not in the format)."""
+        self.push_pcm(self._decode(data))
+
+    def push_pcm(self, pcm: np.ndarray) -> None:
+        """16 kHz PCM16."""
         arrived = time.monotonic()
-        self._pending = np.concatenate([self._pending, self._decode(data)])
+        self._pending = np.concatenate([self._pending, pcm])
         while len(self._pending) >= CHUNK:
             pcm, self._pending = self._pending[:CHUNK], self._pending[CHUNK:]
             self._queue.put_nowait(InChunk(pcm, self._produced, arrived, level_db(pcm)))
@@ -54,12 +58,27 @@ class InboundAudio:
         """Audio received so far (whole chunks), in ms of the session's timeline."""
         return self._produced * 1000 // SAMPLE_RATE
 
+    def flush(self) -> None:
+        """Make what was received into a chunk, padded with silence."""
+        if len(self._pending):
+            pad = np.zeros(CHUNK - len(self._pending), np.int16)
+            self.push_pcm(np.concatenate([self._pending, pad]))
+            self._pending = self._pending[:0]
+
+    def then(self, action: Callable[[], None]) -> None:
+        """Run `action` once the session has taken every chunk received so far (a
+        client's commit applies to the audio it sent before it)."""
+        self._queue.put_nowait(action)
+
     def end(self) -> None:
         self._queue.put_nowait(None)
 
     async def chunks(self) -> AsyncIterator[InChunk]:
-        while (chunk := await self._queue.get()) is not None:
-            yield chunk
+        while (item := await self._queue.get()) is not None:
+            if isinstance(item, InChunk):
+                yield item
+            else:
+                item()
 
 
 async def send_agent_audio(track: AgentAudioTrack, fmt: AudioFormat,

@@ -17,18 +17,17 @@ from typing import Any
 
 import grpc
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import call_log
 from gateway import events as ev
-from gateway.audio_in import shorten_jitter_buffer
 from gateway.call_host import Call
 from gateway.config import GatewayConfig
 from gateway.duplex import DuplexSession, DuplexUnavailable
 from gateway.events import SessionEnded
 from gateway.metrics import GatewayMetrics
+from gateway.peer import answer_offer
+from gateway.realtime import calls as realtime_calls
 from gateway.realtime.connection import realtime_socket
 from gateway.session.pipeline import PipelineSession
 from gateway.smart_turn import SharedSmartTurn
@@ -64,6 +63,8 @@ class Gateway:
         app.router.add_delete("/whip/{id}", self.whip_delete)
         app.router.add_get("/twilio", self.twilio)
         app.router.add_get("/v1/realtime", self.realtime)
+        app.router.add_post("/v1/realtime/calls", self.realtime_call)
+        app.router.add_post("/v1/realtime/calls/{id}/hangup", self.realtime_hang_up)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/healthz", self.health)
         app.on_startup.append(self._startup)
@@ -120,8 +121,6 @@ class Gateway:
             self._answering -= 1
 
     async def _offer(self, sdp: str, mode: str, remote: str) -> web.Response:
-        if "m=audio" not in sdp:
-            return web.Response(status=400, text="the offer has no audio media section\n")
         try:
             answer, location = await self._answer(sdp, mode, remote)
         except DuplexUnavailable as e:
@@ -141,6 +140,12 @@ class Gateway:
     async def realtime(self, request: web.Request) -> web.StreamResponse:
         return await realtime_socket(request, self)
 
+    async def realtime_call(self, request: web.Request) -> web.Response:
+        return await realtime_calls.realtime_call(request, self)
+
+    async def realtime_hang_up(self, request: web.Request) -> web.Response:
+        return await realtime_calls.hang_up(request, self, self.calls)
+
     async def whip_delete(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
             return web.Response(status=401, text="missing or wrong bearer token\n")
@@ -154,7 +159,6 @@ class Gateway:
 
     async def _answer(self, sdp: str, mode: str, remote: str) -> tuple[str, str]:
         assert self.channel is not None
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         channels: list[object] = []
         early: list[str] = []  # events before the client's data channel is open
 
@@ -167,50 +171,35 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     dc.send(event.json())  # type: ignore[attr-defined]
 
-        send = self.session_sender(lambda: session.id, deliver)
-        session: PipelineSession | DuplexSession
-        if mode == "duplex":
-            session = DuplexSession(self.cfg, self.channel, send)
-        else:
-            session = PipelineSession(self.cfg, self.channel, send, self.turn_model)
-        call = Call(session, mode, pc.close)
-        mic: list[MediaStreamTrack] = []
-
-        @pc.on("datachannel")
-        def on_datachannel(dc: object) -> None:
+        def on_channel(dc: object) -> None:
             channels.append(dc)
             for message in early:
                 with contextlib.suppress(Exception):
                     dc.send(message)  # type: ignore[attr-defined]
             early.clear()
 
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio" and not mic:
-                mic.append(track)
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if pc.connectionState == "connected":
-                call.connected = True
-            if pc.connectionState in ("failed", "closed") and session.id in self.calls:
-                await self.end(session.id, f"connection {pc.connectionState}")
-
+        send = self.session_sender(lambda: session.id, deliver)
+        session: PipelineSession | DuplexSession
+        if mode == "duplex":
+            session = DuplexSession(self.cfg, self.channel, send)
+        else:
+            session = PipelineSession(self.cfg, self.channel, send, self.turn_model)
+        call = Call(session, mode, session.close)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            if not mic:
-                raise ValueError("no audio track in the offer")
-            for receiver in pc.getReceivers():
-                shorten_jitter_buffer(receiver, self.cfg.mic_jitter_packets)
-            pc.addTrack(session.track)
-            await pc.setLocalDescription(await pc.createAnswer())
+            pc, mic = await answer_offer(sdp, call, session.track, self.cfg.mic_jitter_packets,
+                                         on_channel, lambda why: self.end(session.id, why))
+        except BaseException:
+            await session.close()
+            raise
+        call.hang_up = pc.close
+        try:
             if isinstance(session, DuplexSession):
                 await session.connect()  # holds a Moshi slot from here on
         except BaseException:
             await session.close()
             await pc.close()
             raise
-        self.start_call(call, session.run(mic[0]), remote)
+        self.start_call(call, session.run(mic), remote)
         return pc.localDescription.sdp, f"/whip/{session.id}"
 
     def start_call(self, call: Call, run: Coroutine[Any, Any, None], remote: str) -> None:

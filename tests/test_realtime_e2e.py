@@ -5,20 +5,29 @@ server_vad) on the CPU-default stages of a local Ray cluster."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
+import av
 import pytest
 from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from openai import AsyncOpenAI
 
 from gateway.config import local_gateway_config
 from gateway.server import Gateway
 from tests.test_tts_serve import transcribe
 from tests.waiting import until
 from voxray.audio import resample
-from voxray.clients.caller import RATE, load_48k
+from voxray.clients.caller import RATE, Heard, SpeakerTrack, load_48k
 from voxray.clients.realtime_caller import RealtimeCaller
+from voxray.codecs import AudioFormat, Encoder
 from voxray.wer import wer
 
 pytestmark = pytest.mark.slow
@@ -103,6 +112,50 @@ async def test_the_openai_sdk_holds_a_voice_conversation(gateway: tuple[Gateway,
     await until(lambda: not gw.calls, what="the session ends when the socket closes")
 
 
+async def test_a_client_that_commits_its_own_turns_and_sends_text(
+        gateway: tuple[Gateway, str]) -> None:
+    """turn_detection null: the client's commit ends the turn and response.create asks
+    for the answer (push-to-talk); a text message item is answered the same way."""
+    gw, url = gateway
+    caller = RealtimeCaller(url, token=TOKEN, session={"type": "realtime", "audio": {
+        "input": {"format": {"type": "audio/pcmu"}, "turn_detection": None},
+        "output": {"format": {"type": "audio/pcmu"}}}}, stream_mic=False)
+    await caller.connect()
+    try:
+        assert caller.of_type("session.updated")[0].session.audio.input.turn_detection is None
+        # the whole utterance at once, faster than real time, then commit and ask
+        pcm8k = resample(load_48k(f"{SPEECH}/s03.wav"), RATE, 8000)
+        since = len(caller.events)
+        await caller.conn.input_audio_buffer.append(
+            audio=base64.b64encode(Encoder(AudioFormat("pcmu", 8000), 8000)(pcm8k)).decode())
+        await caller.conn.input_audio_buffer.commit()
+        await caller.conn.response.create()
+        done = await caller.wait_event("response.done", 60, since)
+        assert done.response.status == "completed", done.response
+        heard = caller.of_type("conversation.item.input_audio_transcription.completed", since)
+        assert wer("what is the weather going to be like tomorrow morning",
+                   heard[0].transcript) <= 0.25, heard
+        assert not caller.of_type("input_audio_buffer.speech_started", since)
+        assert caller.of_type("response.output_audio.delta", since)
+        # an empty buffer cannot be committed
+        await caller.conn.input_audio_buffer.commit()
+        error = await caller.wait_event("error", 10, since)
+        assert error.error.code == "input_audio_buffer_commit_empty"
+        # text in, speech out
+        since = len(caller.events)
+        await caller.conn.conversation.item.create(item={
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "Say hello."}]})
+        await caller.conn.response.create()
+        done = await caller.wait_event("response.done", 60, since)
+        assert done.response.status == "completed"
+        (call,) = gw.calls.values()
+        roles = [r for r, _ in call.session.context.messages]
+        assert roles == ["user", "assistant", "user", "assistant"], roles
+    finally:
+        await caller.close()
+
+
 async def test_bad_client_events_get_error_events_and_the_session_goes_on(
         gateway: tuple[Gateway, str]) -> None:
     gw, url = gateway
@@ -152,3 +205,60 @@ async def test_bad_client_events_get_error_events_and_the_session_goes_on(
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert ws.close_code == 1009
     await until(lambda: not gw.calls, what="the session ends with its socket")
+
+
+async def test_the_webrtc_call_flow_with_the_sdk(gateway: tuple[Gateway, str]) -> None:
+    """`client.realtime.calls.create(sdp=...)` answers an aiortc offer; the audio rides
+    the media tracks and the events the `oai-events` data channel."""
+    gw, url = gateway
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    mic, heard = SpeakerTrack(), Heard()
+    events: list[dict[str, Any]] = []
+    dc = pc.createDataChannel("oai-events")
+    dc.on("message", lambda m: events.append(json.loads(m)))
+    listening: list[asyncio.Task[None]] = []
+
+    async def listen(track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                for out in resampler.resample(frame):  # type: ignore[arg-type]
+                    heard.add(time.monotonic(), out.to_ndarray().reshape(-1))
+
+    pc.on("track", lambda track: listening.append(asyncio.ensure_future(listen(track))))
+    pc.addTrack(mic)
+    await pc.setLocalDescription(await pc.createOffer())
+    client = AsyncOpenAI(api_key=TOKEN, base_url=url + "/v1")
+    answer = await client.realtime.calls.create(sdp=pc.localDescription.sdp, session={
+        "type": "realtime", "instructions": "Answer in one short sentence."})
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.text, type="answer"))
+    try:
+        await until(lambda: pc.connectionState == "connected", what="the media connection")
+        await until(lambda: any(e["type"] == "session.created" for e in events),
+                    what="session.created on the data channel")
+        (call,) = gw.calls.values()
+        assert call.session.context.instructions == "Answer in one short sentence."
+        _, last = mic.say(load_48k(f"{SPEECH}/s11.wav"))
+        sent = await last
+        await until(lambda: any(e["type"] == "response.done" for e in events), within_s=60,
+                    what="response.done")
+        done = next(e for e in events if e["type"] == "response.done")
+        assert done["response"]["status"] == "completed"
+        kinds = [e["type"] for e in events]
+        assert "conversation.item.input_audio_transcription.completed" in kinds
+        assert "response.output_audio.delta" not in kinds  # the audio is on the track
+        first = heard.first_audible_after(sent)
+        assert first is not None and first - sent < 10
+        # a bad event on the data channel is an error event, nothing worse
+        dc.send("{nope")
+        await until(lambda: any(e["type"] == "error" for e in events), what="an error event")
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{url}/v1/realtime/calls/{call.session.id}/hangup",
+                headers={"Authorization": f"Bearer {TOKEN}"}) as res:
+            assert res.status == 200
+        await until(lambda: not gw.calls, what="the call ends on hangup")
+    finally:
+        for task in listening:
+            task.cancel()
+        await pc.close()

@@ -26,10 +26,12 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiortc.mediastreams import MediaStreamTrack
 
 from gateway import events as ev
 from gateway.call_host import Call, CallHost
@@ -103,10 +105,16 @@ class Conversation:
 
 
 class RealtimeConnection:
-    def __init__(self, ws: web.WebSocketResponse, host: CallHost, beta: bool) -> None:
-        self.ws = ws
+    """`audio_deltas`: the agent's audio goes out as response.output_audio.delta events
+    and the client's comes in input_audio_buffer.append (a WebSocket); without, both
+    are the media tracks of a WebRTC call and only events use the data channel."""
+
+    def __init__(self, host: CallHost, beta: bool, audio_deltas: bool = True) -> None:
         self.host = host
         self.beta = beta
+        self.audio_deltas = audio_deltas
+        self._sink: Callable[[str], Awaitable[None]] | None = None
+        self._sink_ready = asyncio.Event()
         self.settings = Settings()
         self.convo = Conversation()
         self._ids = uuid.uuid4().hex[:8]
@@ -152,8 +160,9 @@ class RealtimeConnection:
         elif isinstance(e, TurnEnded):
             item = c.speaking or UserItem(self._new_id("item"))
             c.speaking = None
-            self.emit("input_audio_buffer.speech_stopped",
-                      audio_end_ms=_ms(e.last_voiced_sample), item_id=item.id)
+            if self.settings.turn_detection is not None:  # (committed by the client)
+                self.emit("input_audio_buffer.speech_stopped",
+                          audio_end_ms=_ms(e.last_voiced_sample), item_id=item.id)
             self.emit("input_audio_buffer.committed", item_id=item.id,
                       previous_item_id=c.last_item)
             self.emit("conversation.item.added", item=item.item(), previous_item_id=c.last_item)
@@ -255,19 +264,22 @@ class RealtimeConnection:
 
     # -- the client's side -----------------------------------------------------------------
 
-    def _apply(self, event: dict[str, Any]) -> None:
+    def configure(self, session: dict[str, Any]) -> None:
+        """Settings given with the call (the WebRTC flow's `session` form field): as a
+        session.update before anything else; BadSetting refuses the call."""
+        self._apply({"session": session}, announce=False)
+
+    def _apply(self, event: dict[str, Any], announce: bool = True) -> None:
         session = event.get("session")
         new = updated(self.settings, session, self.beta)
         if new.input_format != self.settings.input_format and self._audio_in:
             raise BadSetting("session.audio.input.format",
                              "the input format is fixed once audio has been sent")
-        if new.turn_detection is None:
-            raise BadSetting("session.audio.input.turn_detection",
-                             "null (the client commits) is not supported yet: use server_vad "
-                             "or semantic_vad")
         if new.turn_detection != self.settings.turn_detection:
             try:
-                self.session.retune(new.turn_config(self.host.cfg.turn))
+                self.session.set_manual(new.turn_detection is None)
+                if new.turn_detection is not None:
+                    self.session.retune(new.turn_config(self.host.cfg.turn))
             except RuntimeError as e:
                 raise BadSetting("session.audio.input.turn_detection", str(e)) from None
         out_changed = new.output_format != self.settings.output_format
@@ -277,12 +289,13 @@ class RealtimeConnection:
         self.session.context.instructions = new.instructions
         self.session.temperature = new.temperature
         self.session.reply_max_tokens = new.max_output_tokens or self.host.cfg.reply_max_tokens
-        if out_changed:
+        if out_changed and self.audio_deltas:
             self._start_audio_out()
         if isinstance(session, dict) and session.get("tools"):
             self.error("function tools are not supported yet; the session goes on without",
                        "unsupported", "session.tools", event.get("event_id"))
-        self.emit("session.updated", session=self._session_object())
+        if announce:
+            self.emit("session.updated", session=self._session_object())
 
     def handle(self, event: dict[str, Any]) -> None:
         kind = GA_NAMES.get(event.get("type", ""), event.get("type"))
@@ -290,6 +303,9 @@ class RealtimeConnection:
         try:
             if kind == "session.update":
                 self._apply(event)
+            elif kind == "input_audio_buffer.append" and not self.audio_deltas:
+                self.error("a WebRTC call's audio is its media track", "unsupported",
+                           event_id=eid)
             elif kind == "input_audio_buffer.append":
                 audio = event.get("audio")
                 if not isinstance(audio, str):
@@ -298,11 +314,16 @@ class RealtimeConnection:
                 self.inbound.push(base64.b64decode(audio, validate=True))
             elif kind == "input_audio_buffer.clear":
                 self.inbound.clear()
+                self.inbound.then(self.session.discard_audio)
                 self.emit("input_audio_buffer.cleared")
             elif kind == "input_audio_buffer.commit":
-                self.error("with server_vad or semantic_vad the server commits the audio "
-                           "when the turn ends", "input_audio_buffer_commit_unsupported",
-                           event_id=eid)
+                if not self.session.manual:
+                    self.error("with server_vad or semantic_vad the server commits the audio "
+                               "when the turn ends", "input_audio_buffer_commit_unsupported",
+                               event_id=eid)
+                else:
+                    self.inbound.flush()
+                    self.inbound.then(lambda: self._commit(eid))
             elif kind == "response.cancel":
                 current = self.session.reply
                 if current is not None and current.id in self.convo.responses:
@@ -311,7 +332,7 @@ class RealtimeConnection:
                     self.error("no response is under way", "response_cancel_not_active",
                                event_id=eid)
             elif kind == "response.create":
-                self.session.respond()
+                self.inbound.then(self.session.respond)  # after any commit before it
             elif kind == "conversation.item.create":
                 self._create_item(event.get("item"), eid)
             elif kind == "conversation.item.truncate":
@@ -319,7 +340,9 @@ class RealtimeConnection:
             elif kind in ("conversation.item.delete", "conversation.item.retrieve"):
                 self.error(f"{kind} is not supported yet", "unsupported", event_id=eid)
             elif kind == "output_audio_buffer.clear":
-                pass  # WebRTC's own playout buffer: the session clears its audio itself
+                # WebRTC: stop the agent's audio now (what was played stays heard)
+                self.session.cancel_reply()
+                self.emit("output_audio_buffer.cleared", response_id=None)
             else:
                 self.error(f"unknown event type {event.get('type')!r}", "unknown_event",
                            "type", eid)
@@ -327,6 +350,11 @@ class RealtimeConnection:
             self.error(str(e), "invalid_value", e.param, eid)
         except (binascii.Error, BadAudio) as e:
             self.error(f"audio: {e}", "invalid_audio", "audio", eid)
+
+    def _commit(self, eid: str | None) -> None:
+        if not self.session.commit_audio():
+            self.error("the input audio buffer is empty", "input_audio_buffer_commit_empty",
+                       event_id=eid)
 
     def _create_item(self, item: Any, eid: str | None) -> None:
         if not isinstance(item, dict) or item.get("type", "message") != "message" \
@@ -374,15 +402,30 @@ class RealtimeConnection:
 
     # -- the connection ----------------------------------------------------------------------
 
-    async def _write(self) -> None:
-        while True:
-            await self.ws.send_str(await self._out.get())
+    @property
+    def has_sink(self) -> bool:
+        return self._sink is not None
 
-    async def _converse(self) -> None:
+    def connect_sink(self, sink: Callable[[str], Awaitable[None]]) -> None:
+        """Where the server events go (queued until this is given)."""
+        self._sink = sink
+        self._sink_ready.set()
+
+    async def _write(self) -> None:
+        await self._sink_ready.wait()
+        assert self._sink is not None
+        while True:
+            await self._sink(await self._out.get())
+
+    async def _converse(self, mic: MediaStreamTrack | None) -> None:
         writer = asyncio.ensure_future(self._write())
-        self._start_audio_out()
+        if self.audio_deltas:
+            self._start_audio_out()
         try:
-            await self.session.run_chunks(self.inbound.chunks())
+            if mic is None:
+                await self.session.run_chunks(self.inbound.chunks())
+            else:
+                await self.session.run(mic)
         finally:
             if self._audio_task is not None:
                 self._audio_task.cancel()
@@ -395,28 +438,34 @@ class RealtimeConnection:
         while not self._out.empty():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
-    async def run(self, remote: str) -> None:
-        self.emit("session.created", session=self._session_object())
-        call = Call(self.session, "realtime", self.ws.close, connected=True)
-        self.host.start_call(call, self._converse(), remote)
-        reason = "socket closed"
+    def handle_message(self, data: object) -> None:
+        """One client message as it came (text, or anything else: an error event)."""
+        if not isinstance(data, str):
+            self.error("client events are JSON text messages", "invalid_message")
+            return
         try:
-            async for raw in self.ws:
-                if raw.type != WSMsgType.TEXT:
-                    self.error("client events are JSON text messages", "invalid_message")
-                    continue
-                try:
-                    event = json.loads(raw.data)
-                except ValueError as e:
-                    self.error(f"not JSON: {e}", "invalid_json")
-                    continue
-                if not isinstance(event, dict):
-                    self.error("a client event is a JSON object with `type`", "invalid_event")
-                    continue
-                self.handle(event)
+            event = json.loads(data)
+        except ValueError as e:
+            self.error(f"not JSON: {e}", "invalid_json")
+            return
+        if not isinstance(event, dict):
+            self.error("a client event is a JSON object with `type`", "invalid_event")
+            return
+        self.handle(event)
+
+    def start(self, call: Call, remote: str, mic: MediaStreamTrack | None = None) -> None:
+        self.emit("session.created", session=self._session_object())
+        self.host.start_call(call, self._converse(mic), remote)
+
+    async def run_socket(self, ws: web.WebSocketResponse, remote: str) -> None:
+        self.connect_sink(ws.send_str)
+        self.start(Call(self.session, "realtime", ws.close, connected=True), remote)
+        try:
+            async for raw in ws:
+                self.handle_message(raw.data if raw.type == WSMsgType.TEXT else raw.type)
         finally:
             self.inbound.end()
-            await self.host.end(self.session.id, reason)
+            await self.host.end(self.session.id, "socket closed")
 
 
 async def realtime_socket(request: web.Request, host: CallHost) -> web.StreamResponse:
@@ -438,8 +487,8 @@ async def realtime_socket(request: web.Request, host: CallHost) -> web.StreamRes
                                protocols=("realtime",))
     await ws.prepare(request)
     beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
-    conn = RealtimeConnection(ws, host, beta)
+    conn = RealtimeConnection(host, beta)
     if request.query.get("model"):
         conn.settings.model = request.query["model"]
-    await conn.run(request.remote or "")
+    await conn.run_socket(ws, request.remote or "")
     return ws

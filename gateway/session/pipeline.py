@@ -129,6 +129,10 @@ class PipelineSession:
         self.voice: str | None = None  # one voice whatever the language
         self.reply_max_tokens = config.reply_max_tokens
         self.temperature: float | None = None
+        self.manual = False  # the client ends its turns (set_manual)
+        self._manual_open = False
+        self._manual_end = 0
+        self._pending_finals: list[asyncio.Task[object]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -208,6 +212,9 @@ class PipelineSession:
     def feed(self, chunk: InChunk) -> None:
         """One 32 ms chunk of the user's audio, in order."""
         assert self.speech is not None
+        if self.manual:
+            self._feed_manual(chunk)
+            return
         agent = AgentLevel(self.track.audible, self.track.recent_level_db())
         events = self.turns.feed(chunk.pcm, chunk.start_sample, chunk.level_db, agent)
         self._clock.note(chunk.start_sample + CHUNK, chunk.arrived)
@@ -224,8 +231,7 @@ class PipelineSession:
 
     def _route(self, events: list[TurnEvent]) -> None:
         for e in events:
-            for listen in self.listeners:
-                listen(e)
+            self._emit_turn(e)
             if isinstance(e, SpeechStarted):
                 self._speech_started(e)
             elif isinstance(e, PauseStarted):
@@ -461,9 +467,65 @@ class PipelineSession:
 
     # -- a client's own commands (the Realtime API) --------------------------------------
 
-    def respond(self) -> int:
-        """Answer the conversation as it stands now (a client asked; no turn ended):
-        the new reply's id."""
+    def set_manual(self, manual: bool) -> None:
+        """With `manual`, the client says when its turn ends (`commit_audio`), and asks
+        for the answer (`respond`): no VAD turns, no barge-in. Only between turns."""
+        if manual != self.manual and (self.turns.in_turn or self._manual_open):
+            raise RuntimeError("turn taking changes only between turns")
+        self.manual = manual
+
+    def _feed_manual(self, chunk: InChunk) -> None:
+        assert self.speech is not None
+        self._clock.note(chunk.start_sample + CHUNK, chunk.arrived)
+        self.last_voice_at = chunk.arrived
+        self.speech.add(chunk)
+        if not self._manual_open:
+            self.speech.start_turn(preroll=False)
+            self._manual_open = True
+        self._manual_end = chunk.start_sample + CHUNK
+
+    def commit_audio(self) -> bool:
+        """The client ends its turn (manual turns): its audio since the last commit is
+        transcribed and enters the conversation. False if no audio came since."""
+        assert self.speech is not None
+        if not self._manual_open:
+            return False
+        self._manual_open = False
+        final = self.speech.end_turn(self._manual_end)
+        self._emit_turn(TurnEnded(self._manual_end, self._manual_end, self._manual_end, 0))
+        self._pending_finals.append(self._spawn(self._take_final(final)))
+        return True
+
+    def discard_audio(self) -> None:
+        """Drop the audio since the last commit (manual turns)."""
+        assert self.speech is not None
+        if self._manual_open:
+            self._manual_open = False
+            self.speech.end_turn(self._manual_end).cancel()
+
+    def _emit_turn(self, e: TurnEvent) -> None:
+        for listen in self.listeners:
+            listen(e)
+
+    async def _take_final(self, final: asyncio.Future[str]) -> None:
+        assert self.speech is not None
+        try:
+            text = await asyncio.wait_for(final, timeout=FINAL_WITHIN_S)
+        except (TimeoutError, grpc.aio.AioRpcError):
+            text = ""
+        self._emit(TurnHeard(text, self.speech.language))
+        if text:
+            self.send(ev.transcript(text, True, self.speech.language))
+            self.context.commit_user(text)
+
+    def respond(self) -> None:
+        """Answer the conversation as it stands (a client asked; no turn ended), once the
+        turns it committed are transcribed."""
+        pending, self._pending_finals = self._pending_finals, []
+        self._spawn(self._respond_after(pending))
+
+    async def _respond_after(self, pending: list[asyncio.Task[object]]) -> None:
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._agent_busy():
             self._interrupt()
         self._drop_spec("closed")
@@ -472,7 +534,6 @@ class PipelineSession:
         self._emit(TurnCommitted(reply.id, self.context.last_user(), now, now, now, "none",
                                  False, reply.language, reply.voice))
         self._spawn(self._follow(reply))
-        return reply.id
 
     def cancel_reply(self) -> int | None:
         """Stop the reply being made or played, keeping what was heard: its id, or None

@@ -64,14 +64,16 @@ class UserSpeech:
             self._turn_audio.append(chunk.pcm)
             self._open_audio.append(chunk.pcm)
 
-    def start_turn(self) -> None:
-        """Speech started: send what led up to it, then everything until the turn ends."""
-        first = self._preroll[0]
+    def start_turn(self, preroll: bool = True) -> None:
+        """Speech started: send what led up to it (with `preroll`; else from the last
+        chunk added), then everything until the turn ends."""
+        chunks = list(self._preroll) if preroll else [self._preroll[-1]]
+        first = chunks[0]
         self._delta = self.asr.samples_sent - first.start_sample
         self._open_start = first.start_sample
         self._turn_audio.clear()
-        self._open_audio = [c.pcm for c in self._preroll]
-        for c in self._preroll:
+        self._open_audio = [c.pcm for c in chunks]
+        for c in chunks:
             self.asr.send_audio(c.pcm.tobytes())
             self._turn_audio.append(c.pcm)
         self._sending = True

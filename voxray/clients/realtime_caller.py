@@ -26,7 +26,7 @@ PCM24 = AudioFormat("pcm16", 24_000)
 
 class RealtimeCaller:
     def __init__(self, base_url: str, token: str | None = None, model: str = "voxray",
-                 session: dict[str, Any] | None = None) -> None:
+                 session: dict[str, Any] | None = None, stream_mic: bool = True) -> None:
         base = base_url.rstrip("/")
         self.client = AsyncOpenAI(api_key=token or "no-token", base_url=base + "/v1",
                                   websocket_base_url=base.replace("http", "ws", 1) + "/v1")
@@ -38,6 +38,7 @@ class RealtimeCaller:
         self.mic = SpeakerTrack()  # 48 kHz, paced; 24 kHz PCM16 on the wire
         self.heard = Heard()  # the agent's audio as it arrived, 48 kHz
         self.events: list[tuple[float, Any]] = []  # (arrival, SDK event object)
+        self._stream_mic = stream_mic  # False: the caller appends audio itself
         self._manager: Any = None
         self.conn: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -46,8 +47,9 @@ class RealtimeCaller:
         self._manager = self.client.realtime.connect(model=self.model)
         self.conn = await self._manager.__aenter__()
         await self.conn.session.update(session=self.session)
-        self._tasks = [asyncio.ensure_future(self._speak()),
-                       asyncio.ensure_future(self._listen())]
+        self._tasks = [asyncio.ensure_future(self._listen())]
+        if self._stream_mic:
+            self._tasks.append(asyncio.ensure_future(self._speak()))
         await self.wait_event("session.updated", 10)
 
     async def _speak(self) -> None:
@@ -57,8 +59,13 @@ class RealtimeCaller:
             await self.conn.input_audio_buffer.append(
                 audio=base64.b64encode(encode(pcm)).decode())
 
+    def output_format(self) -> AudioFormat:
+        fmt = self.session.get("audio", {}).get("output", {}).get("format") or {}
+        codec = {"audio/pcmu": "pcmu", "audio/pcma": "pcma"}.get(fmt.get("type", ""))
+        return AudioFormat(codec, 8000) if codec else PCM24  # type: ignore[arg-type]
+
     async def _listen(self) -> None:
-        decode = Decoder(PCM24, RATE)
+        decode = Decoder(self.output_format(), RATE)
         async for event in self.conn:
             now = time.monotonic()
             self.events.append((now, event))

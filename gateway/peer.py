@@ -1,0 +1,53 @@
+"""A session's WebRTC peer connection (aiortc): the offer answered, the caller's audio
+track taken, the agent's track sent, data channels handed on, the end reported."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from gateway.audio_in import shorten_jitter_buffer
+from gateway.call_host import Call
+
+
+async def answer_offer(sdp: str, call: Call, outbound: MediaStreamTrack, jitter_packets: int,
+                       on_channel: Callable[[object], None],
+                       on_failed: Callable[[str], Awaitable[None]]
+                       ) -> tuple[RTCPeerConnection, MediaStreamTrack]:
+    """(the peer connection, the caller's audio track); ValueError (and the like, from
+    aiortc) for an offer it cannot use. `call.connected` is set when media is up."""
+    if "m=audio" not in sdp:
+        raise ValueError("the offer has no audio media section")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    mic: list[MediaStreamTrack] = []
+
+    @pc.on("datachannel")
+    def on_datachannel(dc: object) -> None:
+        on_channel(dc)
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and not mic:
+            mic.append(track)
+
+    @pc.on("connectionstatechange")
+    async def on_state() -> None:
+        if pc.connectionState == "connected":
+            call.connected = True
+        if pc.connectionState in ("failed", "closed"):
+            await on_failed(f"connection {pc.connectionState}")
+
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if not mic:
+            raise ValueError("no audio track in the offer")
+        for receiver in pc.getReceivers():
+            shorten_jitter_buffer(receiver, jitter_packets)
+        pc.addTrack(outbound)
+        await pc.setLocalDescription(await pc.createAnswer())
+    except BaseException:
+        await pc.close()
+        raise
+    return pc, mic[0]
