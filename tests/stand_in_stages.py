@@ -51,6 +51,7 @@ class Script:
     p_end: float = 0.01  # the LLM's end-of-turn probability: even odds
     fail_asr_after_audio: int | None = None  # audio messages, then UNAVAILABLE (once)
     asr_samples: list[int] = field(default_factory=list)  # audio samples heard, per stream
+    fail_tts_after_chunks: int | None = None  # audio chunks, then UNAVAILABLE (once)
 
 
 class StandInAsr(asr_pb2_grpc.AsrServicer):
@@ -141,6 +142,12 @@ class StandInTts(tts_pb2_grpc.TtsServicer):
             while (end := text.find(" ", spoken + 1)) != -1:
                 if spoken == 0:
                     self.s.tts_first_audio.append(time.monotonic())
+                if self.s.fail_tts_after_chunks is not None:
+                    self.s.fail_tts_after_chunks -= 1
+                    if self.s.fail_tts_after_chunks < 0:
+                        self.s.fail_tts_after_chunks = None
+                        self.s.tts_texts.append(text)
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, "TTS replica died")
                 yield self._chunk(tone, spoken, end)
                 spoken = end
         if spoken < len(text):

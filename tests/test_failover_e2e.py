@@ -15,7 +15,7 @@ from ray import serve
 from gateway.server import Gateway
 from tests.test_gateway_e2e import start_gateway
 from tests.waiting import until
-from voxray.clients.caller import Caller, load_48k
+from voxray.clients.caller import Caller, let_agent_talk, load_48k
 from voxray.wer import wer
 
 pytestmark = pytest.mark.slow
@@ -29,9 +29,21 @@ async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
     await runner.cleanup()
 
 
-def asr_replicas() -> list[str]:
+def replicas(deployment: str = "asr#AsrDeployment") -> list[str]:
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if "SERVE_REPLICA::asr#AsrDeployment" in a["name"]]
+            if f"SERVE_REPLICA::{deployment}" in a["name"]]
+
+
+def asr_replicas() -> list[str]:
+    return replicas()
+
+
+async def recovered(app: str, victim: str, deployment: str) -> None:
+    started = time.monotonic()
+    while serve.status().applications[app].status.value != "RUNNING":
+        assert time.monotonic() - started < 120, f"the {app} app did not recover"
+        await asyncio.sleep(1)
+    assert replicas(deployment) and victim not in replicas(deployment)
 
 
 async def test_the_asr_replica_dies_mid_utterance_and_the_turn_is_answered(
@@ -62,8 +74,30 @@ async def test_the_asr_replica_dies_mid_utterance_and_the_turn_is_answered(
     finally:
         await caller.hang_up()
     await until(lambda: not gw.calls, what="the session ends on hang-up")
-    started = time.monotonic()
-    while serve.status().applications["asr"].status.value != "RUNNING":
-        assert time.monotonic() - started < 120, "the ASR app did not recover"
-        await asyncio.sleep(1)
-    assert asr_replicas() and victim not in asr_replicas()
+    await recovered("asr", victim, "asr#AsrDeployment")
+
+
+async def test_the_tts_replica_dies_mid_reply_and_the_answer_goes_on(serve_grpc: str) -> None:
+    """Killed while a long answer plays: a new TTS stream speaks the rest from where the
+    audio stopped; the caller hears a gap, then the rest, and the history keeps it all."""
+    runner, gw, url = await start_gateway(serve_grpc, reply_max_tokens=80)
+    (victim,) = replicas("tts#TtsDeployment")
+    caller = Caller(url)
+    await caller.connect()
+    try:
+        n = len(caller.events)
+        await let_agent_talk(caller, load_48k(f"{SPEECH}/s18.wav"), 0.3)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        retry = await caller.wait_event("stage_retry", 30, since=n)
+        assert retry["detail"]["stage"] == "tts", retry
+        done = await caller.wait_event(("agent_done", "interrupted", "error"), 150, since=n)
+        assert done["type"] == "agent_done", caller.events[n:]
+        # the rest of the answer was heard after the new replica came up
+        assert caller.heard.audible_between(retry["received_at"] + 0.5, time.monotonic())
+        said = "".join(e["text"] for e in caller.events[n:] if e["type"] == "agent_text")
+        (session,) = [c.session for c in gw.calls.values()]
+        assert session.context.messages[-1] == ("assistant", said.strip())
+    finally:
+        await caller.hang_up()
+        await runner.cleanup()
+    await recovered("tts", victim, "tts#TtsDeployment")

@@ -17,7 +17,7 @@ import pytest
 
 from gateway import events as ev
 from gateway.audio_in import InChunk, level_db
-from gateway.config import GatewayConfig, TurnConfig
+from gateway.config import GatewayConfig, RetryConfig, TurnConfig
 from gateway.session.pipeline import PipelineSession
 from gateway.smart_turn import SharedSmartTurn
 from gateway.vad import CHUNK, SAMPLE_RATE
@@ -30,8 +30,10 @@ SAMPLES = {s.id: s for s in samples()}
 class Call:
     """One session fed in real time: `say` queues speech, silence flows in between."""
 
-    def __init__(self, script: Script, reply_first_tokens: int = 0, **turn: Any) -> None:
+    def __init__(self, script: Script, reply_first_tokens: int = 0,
+                 retry: RetryConfig | None = None, **turn: Any) -> None:
         self.script = script
+        self.retry = retry or RetryConfig(backoff_ms=50)
         self.turn = turn
         self.first_tokens = reply_first_tokens
         self.events: list[tuple[float, dict[str, Any]]] = []
@@ -43,7 +45,7 @@ class Call:
         self.server, target = await serve_stand_ins(self.script)
         self.channel = grpc.aio.insecure_channel(target)
         self.model = SharedSmartTurn()
-        cfg = GatewayConfig(turn=TurnConfig(**self.turn),
+        cfg = GatewayConfig(turn=TurnConfig(**self.turn), stage_retry=self.retry,
                             reply_first_tokens=self.first_tokens)
         self.session = PipelineSession(cfg, self.channel, self._send, self.model)
         self._tasks = [asyncio.create_task(self.session.run_chunks(self._chunks())),
@@ -163,10 +165,43 @@ async def test_speech_after_a_pause_continues_the_turn_and_the_guess_goes_unhear
         assert second["words"] == whole
 
 
-async def test_a_reply_whose_llm_fails_midway_says_why_and_the_next_turn_works() -> None:
+async def test_a_reply_whose_llm_fails_midway_goes_on_where_it_stopped() -> None:
+    """The LLM replica dies three words into the answer: a new call continues the
+    generated text (assistant_prefix), and the caller hears the whole answer once."""
+    script = Script(asr_texts=["What time does the pharmacy close today?"], fail_llm_after=3)
+    async with Call(script, speculative="off") as call:
+        await call.say(speech("q01"))
+        await call.wait("agent_done")
+        ((_, retry),) = call.of("stage_retry")
+        assert retry["detail"]["stage"] == "llm" and retry["detail"]["attempt"] == 1
+        assert [p for p, _, _ in script.llm_requests] == ["", "Sure, here is"]
+        assert script.tts_texts == [script.answer]  # one TTS stream, every word once
+        assert "".join(e["text"] for _, e in call.of("agent_text")) == script.answer
+        assert not call.of("error")
+        assert call.session.context.messages[-1] == ("assistant", script.answer)
+
+
+async def test_a_tts_stream_that_fails_midway_is_replaced_from_where_the_audio_stopped(
+        ) -> None:
+    script = Script(asr_texts=["What time does the pharmacy close today?"],
+                    fail_tts_after_chunks=3)
+    async with Call(script, speculative="off") as call:
+        await call.say(speech("q01"))
+        await call.wait("agent_done")
+        ((_, retry),) = call.of("stage_retry")
+        assert retry["detail"]["stage"] == "tts"
+        failed, replacement = script.tts_texts
+        assert failed.startswith("Sure, here is what")
+        assert replacement == script.answer[len("Sure, here is"):]  # the rest, once
+        assert not call.of("error")
+        assert call.session.context.messages[-1] == ("assistant", script.answer)
+
+
+async def test_a_reply_whose_llm_fails_past_its_retries_says_why_and_the_next_turn_works(
+        ) -> None:
     script = Script(asr_texts=["What time does the pharmacy close today?",
                                "What is the capital of Canada?"], fail_llm_after=3)
-    async with Call(script, speculative="off") as call:
+    async with Call(script, retry=RetryConfig(attempts=0), speculative="off") as call:
         await call.say(speech("q01"))
         error = await call.wait("error")
         assert error["detail"]["stage"] == "llm" and "UNAVAILABLE" in error["message"], error

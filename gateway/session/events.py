@@ -114,6 +114,17 @@ class ReplyDiscarded:
 
 
 @dataclass(frozen=True)
+class StageRetried:
+    """A stage stream failed and a new one was opened (`attempt` from 1)."""
+
+    stage: str  # "asr", "llm" or "tts"
+    attempt: int
+    code: str  # the failed stream's status, e.g. UNAVAILABLE
+    reply: int | None = None  # the reply it was making (llm, tts)
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class AgentPaused:
     """The user spoke over the agent: its audio was paused."""
 
@@ -122,4 +133,4 @@ class AgentPaused:
 
 
 SessionEvent = (PauseJudged | TurnHeard | TurnCommitted | ReplyProgress | ReplyDiscarded
-                | AgentPaused)
+                | AgentPaused | StageRetried)

@@ -43,6 +43,7 @@ from gateway.session.events import (
     SessionEvent,
     SpeechResumed,
     SpeechStarted,
+    StageRetried,
     TurnCommitted,
     TurnEnded,
     TurnEvent,
@@ -51,6 +52,7 @@ from gateway.session.events import (
 from gateway.session.llm_judge import llm_p_end
 from gateway.session.observer import TurnObserver
 from gateway.session.reply import ReplyHandle
+from gateway.session.retry import Retrier
 from gateway.session.turn_policy import Evidence, TurnPolicy
 from gateway.session.turn_taker import AgentLevel, TurnTaker
 from gateway.session.user_speech import UserSpeech
@@ -63,12 +65,6 @@ FINAL_WITHIN_S = 10.0
 # Quiet this long before a decode's words are guessed at: about when the ASR's own
 # pause decode starts, and longer than the gaps between words.
 EARLY_GUESS_SILENCE_MS = 96
-# A stage stream that ends with these may work on a new stream (another replica).
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
-                       grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL,
-                       grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED})
-
-
 def _same_words(a: list[Message], b: list[Message]) -> bool:
     """Two conversations that differ at most in case and punctuation: a speculative reply
     made for one answers the other."""
@@ -197,6 +193,8 @@ class PipelineSession:
         for listen in self.listeners:
             listen(event)
         self.observer(event)
+        if isinstance(event, StageRetried):
+            self._retried(event)
         if isinstance(event, ReplyProgress) and self.spec is not None \
                 and event.reply == self.spec.id and event.stage in self._ready_stages():
             self._route(self.turns.release())  # the answer is ready: the turn may end
@@ -360,7 +358,7 @@ class PipelineSession:
             playout=self.track, on_text=self._agent_text, on_event=self._emit,
             speculative=self.turn_cfg.speculative if speculative else "off",
             max_tokens=self.reply_max_tokens, first_tokens=self.cfg.reply_first_tokens,
-            temperature=self.temperature)
+            temperature=self.temperature, retry=self.cfg.stage_retry)
         reply.start()
         return reply
 
@@ -564,8 +562,7 @@ class PipelineSession:
         """The ASR's events; a failed stream is replaced (bounded retries with backoff,
         within `stage_retry.deadline_s`) and what it had not finalised is heard again."""
         assert self.speech is not None
-        retry = self.cfg.stage_retry
-        attempt, failed_at = 0, 0.0
+        retrier = Retrier(self.cfg.stage_retry)
         while True:
             try:
                 async for e in asr:
@@ -576,7 +573,7 @@ class PipelineSession:
                         self.send(ev.transcript(e.partial.text, False, e.partial.language))
                         self._speculate_early()
                     elif kind == "final":
-                        attempt = 0  # it works again
+                        retrier.worked()
                         self.speech.on_final(e.utterance_id, e.final.text, e.final.language)
                 # ended without an error while the session goes on (a drained replica)
                 error = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
@@ -585,17 +582,13 @@ class PipelineSession:
                 error = e
             if self.closed.is_set():
                 return
-            now = time.monotonic()
-            failed_at = failed_at if attempt else now
-            if (error.code() not in RETRYABLE or attempt >= retry.attempts
-                    or now - failed_at >= retry.deadline_s):
+            wait = retrier.wait_s(error)
+            if wait is None:
                 break
-            attempt += 1
             log.warning("session %s: ASR stream failed (%s: %s); new stream, try %d",
-                        self.id, error.code().name, error.details(), attempt)
-            self.send(ev.Info("stage_retry", f"the ASR stream failed ({error.code().name}); "
-                              "what you said is sent again", {"stage": "asr", "attempt": attempt}))
-            await asyncio.sleep(retry.wait_s(attempt))
+                        self.id, error.code().name, error.details(), retrier.attempt)
+            self._retried(StageRetried("asr", retrier.attempt, error.code().name))
+            await asyncio.sleep(wait)
             asr = await streams.enter_async_context(AsrStream(self.channel, self.id))
             self.speech.replay(asr)
         self.speech.fail(error)
@@ -603,3 +596,12 @@ class PipelineSession:
         log.warning("session %s: ASR stream failed: %s", self.id, error.details())
         self.end_reason = f"asr stage failed: {error.code().name}"
         self.closed.set()  # ends the session
+
+    def _retried(self, e: StageRetried) -> None:
+        said = {"asr": "what you said is sent again", "llm": "the answer goes on",
+                "tts": "the answer goes on"}[e.stage]
+        detail: dict[str, object] = {"stage": e.stage, "attempt": e.attempt}
+        if e.reply is not None:
+            detail["turn"] = e.reply
+        self.send(ev.Info("stage_retry", f"the {e.stage.upper()} stream failed ({e.code}); "
+                          f"{said}", detail))

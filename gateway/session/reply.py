@@ -25,9 +25,11 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from gateway.config import RetryConfig
 from gateway.session.context import Message
-from gateway.session.events import ReplyDiscarded, ReplyProgress, SessionEvent
+from gateway.session.events import ReplyDiscarded, ReplyProgress, SessionEvent, StageRetried
 from gateway.session.playout import Playout
+from gateway.session.retry import Retrier
 from voxray.stage_clients.llm import generate, llm_request
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
@@ -56,6 +58,7 @@ class ReplyHandle:
         on_text: Callable[[int, str], None], on_event: Callable[[SessionEvent], None],
         speculative: str = "off", max_tokens: int | None = None, first_tokens: int = 0,
         language: str = "", temperature: float | None = None,
+        retry: RetryConfig | None = None,
     ) -> None:
         self.id = reply_id
         self.language = language  # the user's: the LLM is asked to answer in it
@@ -75,6 +78,10 @@ class ReplyHandle:
         self._tts_early = speculative != "llm"  # synthesize while still speculative
         self._max_tokens = max_tokens
         self._temperature = temperature
+        self._retry = retry or RetryConfig(attempts=0)
+        # reply characters the TTS has sent audio for; a new TTS stream starts there
+        self._tts_covered = 0
+        self._tts_offset = 0  # where the current TTS stream's text starts in the reply
         # Two-call replies need the TTS stream open while the first call runs.
         self._first_tokens = first_tokens if self._tts_early else 0
         self._held_text: list[str] = []
@@ -121,7 +128,7 @@ class ReplyHandle:
             self._playout.push(self.id, h.pcm, h.span_start, h.span_end)
         self._held_text.clear()
         self._held_audio.clear()
-        if self._tts_q is None and self.active:
+        if self._tts_task is None and self.active:
             self._open_tts()
         self._committed.set()
 
@@ -173,37 +180,59 @@ class ReplyHandle:
         self._seq += 1
 
     def _open_tts(self) -> None:
-        self._tts_q = asyncio.Queue()
-        self._tts_send(start=tts_pb2.VoiceOptions(voice=self._voice))
-        if self.text:
-            self._tts_send(text=self.text)
-        if self._llm_done:
-            self._tts_q.put_nowait(None)
         self._tts_task = asyncio.create_task(self._read_tts())
 
-    async def _tts_requests(self) -> AsyncIterator[tts_pb2.TtsStreamRequest]:
-        assert self._tts_q is not None
-        while (req := await self._tts_q.get()) is not None:
+    def _new_tts_queue(self) -> asyncio.Queue[tts_pb2.TtsStreamRequest | None]:
+        """A TTS stream's requests: the voice, the text not yet spoken, and what the LLM
+        says from here on (`_tts_send` feeds the newest queue)."""
+        queue = self._tts_q = asyncio.Queue()
+        self._tts_offset = self._tts_covered
+        self._tts_send(start=tts_pb2.VoiceOptions(voice=self._voice))
+        if self.text[self._tts_offset:]:
+            self._tts_send(text=self.text[self._tts_offset:])
+        if self._llm_done:
+            queue.put_nowait(None)
+        return queue
+
+    @staticmethod
+    async def _tts_requests(queue: asyncio.Queue[tts_pb2.TtsStreamRequest | None]
+                            ) -> AsyncIterator[tts_pb2.TtsStreamRequest]:
+        while (req := await queue.get()) is not None:
             yield req
 
     async def _read_tts(self) -> None:
-        call = tts_pb2_grpc.TtsStub(self._channel).SynthesizeStream(
-            self._tts_requests(), metadata=(("application", "tts"),))
-        try:
-            async for event in call:
-                if event.WhichOneof("kind") != "audio":
-                    continue
-                pcm = np.frombuffer(event.audio.audio.pcm16, "<i2")
-                self.tts_audio_s += len(pcm) / TTS_RATE
-                if np.abs(pcm).max(initial=0) > AUDIBLE:
-                    self._milestone("first_audio")
-                span = event.audio.span
-                if self.state == "speculative":
-                    self._held_audio.append(_Held(pcm, span.start, span.end))
-                else:
-                    self._playout.push(self.id, pcm, span.start, span.end)
-        finally:
-            call.cancel()
+        """The reply's audio. A failed stream is replaced (stage_retry) by one that
+        speaks the text from where the audio stopped: the caller hears a gap."""
+        retrier = Retrier(self._retry)
+        while True:
+            call = tts_pb2_grpc.TtsStub(self._channel).SynthesizeStream(
+                self._tts_requests(self._new_tts_queue()), metadata=(("application", "tts"),))
+            try:
+                async for event in call:
+                    if event.WhichOneof("kind") == "audio":
+                        retrier.worked()
+                        self._tts_audio(event.audio)
+                return
+            except grpc.aio.AioRpcError as e:
+                wait = retrier.wait_s(e)
+                if wait is None:
+                    raise
+                self._on_event(StageRetried("tts", retrier.attempt, e.code().name, self.id))
+                await asyncio.sleep(wait)
+            finally:
+                call.cancel()
+
+    def _tts_audio(self, audio: tts_pb2.TtsAudio) -> None:
+        pcm = np.frombuffer(audio.audio.pcm16, "<i2")
+        self.tts_audio_s += len(pcm) / TTS_RATE
+        if np.abs(pcm).max(initial=0) > AUDIBLE:
+            self._milestone("first_audio")
+        start, end = audio.span.start + self._tts_offset, audio.span.end + self._tts_offset
+        self._tts_covered = max(self._tts_covered, end)
+        if self.state == "speculative":
+            self._held_audio.append(_Held(pcm, start, end))
+        else:
+            self._playout.push(self.id, pcm, start, end)
 
     async def _read_llm(self) -> None:
         """The answer's text. With `first_tokens`, in two calls: the first few tokens (the
@@ -211,18 +240,37 @@ class ReplyHandle:
         continuation of the same reply. The LLM idles while the first unit is
         synthesised, which on a small box is what the caller waits for."""
         try:
-            finish = await self._llm_call("", self._first_tokens or self._max_tokens)
-            if self._first_tokens and finish == "length" and self._tts_q is not None \
+            finish = await self._llm_retrying(self._first_tokens or self._max_tokens)
+            if self._first_tokens and finish == "length" and self._tts_task is not None \
                     and (self._max_tokens is None or self.llm_tokens < self._max_tokens):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.reached("first_audio"), FIRST_AUDIO_WAIT_S)
                 left = None if self._max_tokens is None else self._max_tokens - self.llm_tokens
-                await self._llm_call(self.text, left)
+                await self._llm_retrying(left)
         finally:
             self._llm_done = True
             self._milestone("llm_done")
             if self._tts_q is not None:
                 self._tts_q.put_nowait(None)  # half-close: TTS speaks the rest, then ends
+
+    async def _llm_retrying(self, max_tokens: int | None) -> str:
+        """One Generate call continuing the reply's text; a failed one is issued again
+        (stage_retry) as a continuation of what it had generated. (Continuing, rather
+        than regenerating and skipping what was played: the words already heard stay
+        the start of the answer, and only the prefix is prefilled again.)"""
+        retrier = Retrier(self._retry)
+        tokens_before = self.llm_tokens
+        while True:
+            left = None if max_tokens is None else \
+                max(1, max_tokens - (self.llm_tokens - tokens_before))
+            try:
+                return await self._llm_call(self.text, left)
+            except grpc.aio.AioRpcError as e:
+                wait = retrier.wait_s(e)
+                if wait is None:
+                    raise
+                self._on_event(StageRetried("llm", retrier.attempt, e.code().name, self.id))
+                await asyncio.sleep(wait)
 
     async def _llm_call(self, prefix: str, max_tokens: int | None) -> str:
         """Stream one Generate call's deltas into the reply; its finish reason."""
