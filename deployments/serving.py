@@ -10,6 +10,7 @@ import grpc
 from ray.serve.grpc_util import RayServegRPCContext
 
 from deployments.errors import StageError
+from voxray.stage_auth import MISSING, metadata_accepts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,8 +23,12 @@ async def relay_with_status(
 
     Serve keeps a status set on the context when the method then raises, so the
     client sees e.g. INVALID_ARGUMENT with our message instead of a bare INTERNAL.
+    A call without the stage token ends UNAUTHENTICATED before the service sees it.
     """
     try:
+        if grpc_context is not None and not metadata_accepts(
+                grpc_context.invocation_metadata()):
+            raise StageError(grpc.StatusCode.UNAUTHENTICATED, MISSING)
         async for event in events:
             yield event
     except StageError as e:

@@ -116,6 +116,9 @@ class GatewayConfig(BaseModel):
     connect_timeout_s: float = Field(20, gt=0, le=300)
     # Signalling requires `Authorization: Bearer <token>` when set.
     auth_token: str | None = None
+    # New sessions (WHIP offers, Realtime and Twilio sockets) one client address may
+    # open per minute: one client cannot take every slot.
+    offers_per_minute: int = Field(30, ge=1, le=10_000)
     # ICE host addresses to offer; empty: every interface, loopback included.
     # ["127.0.0.1"] keeps calls on this machine.
     ice_addresses: list[str] = Field(default_factory=list)

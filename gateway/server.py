@@ -8,7 +8,9 @@ and `Location: /whip/<id>`; DELETE that location ends the session. Query
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -33,9 +35,17 @@ from gateway.session.pipeline import PipelineSession
 from gateway.smart_turn import SharedSmartTurn
 from gateway.twilio import twilio_stream
 from voxray.ice import offer_only
+from voxray.stage_auth import stage_channel
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 class Gateway:
@@ -48,6 +58,7 @@ class Gateway:
         self.channel: grpc.aio.Channel | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
+        self._offers: dict[str, collections.deque[float]] = {}  # per address: when
         offer_only(config.ice_addresses)
         # One turn model for every session (a read-only graph, ~9 MB).
         turn = config.turn
@@ -72,7 +83,7 @@ class Gateway:
         return app
 
     async def _startup(self, _: web.Application) -> None:
-        self.channel = grpc.aio.insecure_channel(self.stages)
+        self.channel = stage_channel(self.stages)
         self._watchdog = asyncio.create_task(self._enforce_limits())
 
     async def _shutdown(self, _: web.Application) -> None:
@@ -106,6 +117,9 @@ class Gateway:
         mode = request.query.get("mode", "pipeline")
         if mode not in ("pipeline", "duplex"):
             return web.Response(status=400, text=f"unknown mode {mode!r}: pipeline or duplex\n")
+        if not self.admit(request):
+            return web.Response(status=429, text="too many new sessions from this address; "
+                                "try again in a minute\n", headers={"Retry-After": "60"})
         if not self.has_room():
             self.metrics.refused.labels("full").inc()
             return web.Response(status=503, text="gateway is full; try again later\n",
@@ -217,6 +231,28 @@ class Gateway:
 
     def has_room(self) -> bool:
         return len(self.calls) + self._answering < self.cfg.max_sessions
+
+    def admit(self, request: web.Request) -> bool:
+        """Whether this client address may open another session now (offers_per_minute).
+        Behind a reverse proxy on this machine the client is the last X-Forwarded-For
+        address; a client on this machine itself (load tests, tools) is not limited."""
+        remote = request.remote or ""
+        if _is_loopback(remote):
+            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+            if not forwarded:
+                return True
+            remote = forwarded
+        now = time.monotonic()
+        recent = self._offers.setdefault(remote, collections.deque())
+        while recent and recent[0] < now - 60:
+            recent.popleft()
+        if len(recent) >= self.cfg.offers_per_minute:
+            self.metrics.refused.labels("rate_limited").inc()
+            return False
+        recent.append(now)
+        for address in [a for a, times in self._offers.items() if not times]:
+            del self._offers[address]
+        return True
 
     def authorized(self, request: web.Request) -> bool:
         token = self.cfg.auth_token

@@ -78,6 +78,9 @@ def _check_format(start: dict[str, Any]) -> None:
 
 
 async def twilio_stream(request: web.Request, host: CallHost) -> web.StreamResponse:
+    if not host.admit(request):
+        return web.Response(status=429, text="too many new sessions from this address\n",
+                            headers={"Retry-After": "60"})
     if not host.has_room():
         return web.Response(status=503, text="gateway is full; try again later\n",
                             headers={"Retry-After": "5"})

@@ -21,12 +21,12 @@ import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from loadtest.benchutil import pct
 from loadtest.harness.stats import write_json
 from voxray.clients.asr_cli import last_voiced_sample, next_event, pump, speak_utterance
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.asr import AsrStream
 from voxray.wer import word_errors
 
@@ -84,7 +84,7 @@ class Row:
 
 async def bench_streaming(target: str, tail_s: float) -> list[Row]:
     rows = []
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with stage_channel(target) as channel:
         for key, text, pcm in utterances():
             pcm = pcm[: last_voiced_sample(pcm) + int(tail_s * 16000)]
             async with AsrStream(channel, f"bench-{uuid.uuid4().hex[:6]}") as stream:

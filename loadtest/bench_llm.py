@@ -25,6 +25,7 @@ import grpc
 
 from loadtest.harness.stats import write_json
 from voxray import runtime
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.llm import generate, llm_request
 
 QUESTIONS = [
@@ -77,7 +78,7 @@ def summary(turns: list[Turn]) -> dict[str, float]:
 
 async def concurrency(target: str, streams: int, rounds: int) -> list[Turn]:
     out: list[Turn] = []
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with stage_channel(target) as ch:
         await one_call(ch, "warm", [("user", "Hi")], 8)
         for r in range(rounds):
             calls = [one_call(ch, f"b{r}-{i}", [("user", QUESTIONS[(r + i) % len(QUESTIONS)])], 64)
@@ -101,7 +102,7 @@ async def conversations(target: str, n: int, affinity: bool) -> list[Turn]:
     question (~40 tokens) and an answer of up to 80 tokens."""
     fifth: list[Turn] = []
     rng = random.Random()
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with stage_channel(target) as ch:
         for i in range(n):
             cid = f"conv-{uuid.uuid4().hex[:8]}"
             history = [("system", "You are a helpful assistant. Answer in one sentence. "

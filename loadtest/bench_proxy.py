@@ -29,6 +29,7 @@ import psutil
 from loadtest.echo_app import EchoAsr
 from loadtest.harness.stats import write_json
 from voxray import runtime
+from voxray.stage_auth import stage_channel
 from voxray.v1 import asr_pb2, asr_pb2_grpc, common_pb2
 
 PAYLOAD = bytes(3200)  # 100 ms of 16 kHz PCM16
@@ -84,7 +85,7 @@ async def run_local(mode: str, messages: int) -> dict[str, float]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        async with stage_channel(f"127.0.0.1:{port}") as ch:
             return _summary(await _ping_pong(asr_pb2_grpc.AsrStub(ch).Transcribe, messages))
     finally:
         await server.stop(None)
@@ -106,7 +107,7 @@ async def run_serve(mode: str, messages: int) -> dict[str, float]:
     runtime.start(config, num_cpus=4, direct_ingress=mode == "direct", progress=lambda _: None)
     await asyncio.sleep(5)  # let proxies settle before timing
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        async with stage_channel(f"127.0.0.1:{port}") as ch:
             stub = asr_pb2_grpc.AsrStub(ch)
 
             def call(it: AsyncIterator[asr_pb2.AsrRequest]) -> AsyncIterator[asr_pb2.AsrEvent]:

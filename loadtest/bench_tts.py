@@ -23,11 +23,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
-import grpc
 import numpy as np
 
 from loadtest.benchutil import pct
 from loadtest.harness.stats import write_json
+from voxray.stage_auth import stage_channel
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 ANSWERS = [
@@ -97,7 +97,7 @@ async def one_stream(stub: tts_pb2_grpc.TtsStub, text: str) -> Result:
 
 async def run(target: str, concurrency: int, rounds: int) -> list[Result]:
     results: list[Result] = []
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with stage_channel(target) as ch:
         stub = tts_pb2_grpc.TtsStub(ch)
         await one_stream(stub, "Warm up.")
         for r in range(rounds):

@@ -21,6 +21,7 @@ from voxray.clients.asr_cli import (
     pump,
     speak_utterance,
 )
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.asr import AsrStream
 from voxray.v1 import asr_pb2, common_pb2
 from voxray.wer import wer
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 @asynccontextmanager
 async def session(target: str, session_id: str) -> AsyncIterator[tuple[AsrStream, asyncio.Queue]]:
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with stage_channel(target) as channel:
         async with AsrStream(channel, session_id) as stream:
             events: asyncio.Queue[asr_pb2.AsrEvent | BaseException] = asyncio.Queue()
             reader = asyncio.create_task(pump(stream, events))
@@ -155,7 +156,7 @@ async def test_bad_input_ends_only_that_stream(serve_grpc: str) -> None:
         for i in range(0, half, 16000):
             good.send_audio(SPEECH[i : i + 16000])
         for name, (requests, code, text) in BAD_INPUTS.items():
-            async with grpc.aio.insecure_channel(serve_grpc) as channel:
+            async with stage_channel(serve_grpc) as channel:
                 stream = AsrStream(channel, "bad")
                 call = stream._stub.Transcribe(iter(requests), metadata=(("application", "asr"),))
                 with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -221,7 +222,7 @@ async def test_replica_exports_prometheus_metrics(serve_app, serve_grpc: str) ->
     async with session(serve_grpc, "metrics") as (stream, events):
         await say(stream, events, "s11", speed=3.0)
     requests, code, _ = BAD_INPUTS["no start"]
-    async with grpc.aio.insecure_channel(serve_grpc) as channel:
+    async with stage_channel(serve_grpc) as channel:
         call = AsrStream(channel, "metrics-bad")._stub.Transcribe(
             iter(requests), metadata=(("application", "asr"),))
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -251,7 +252,7 @@ async def test_each_turn_in_the_language_it_was_spoken(serve_grpc: str) -> None:
             assert res.language == language, (key, res)
             assert wer(speech.unaccented(text), speech.unaccented(res.final)) <= 0.4, res.final
     for bad, needle in [("xx", "not one Whisper knows"), ("Spanish", "not one Whisper knows")]:
-        async with grpc.aio.insecure_channel(serve_grpc) as channel:
+        async with stage_channel(serve_grpc) as channel:
             start = asr_pb2.AsrRequest(meta=meta(0), start=asr_pb2.AsrStart(
                 sample_rate=16000, language=bad))
             call = AsrStream(channel, "bad-language")._stub.Transcribe(

@@ -24,6 +24,7 @@ import pytest
 
 from loadtest.harness.replicas import serve_replicas
 from voxray import runtime
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.asr import AsrStream
 from voxray.v1 import tts_pb2, tts_pb2_grpc
 
@@ -125,7 +126,7 @@ async def test_only_the_bottleneck_scales_up_then_back_down_dropping_nothing(
     watch = Watch()
     await watch.until("both stages at one replica",
                       lambda s: s[ASR] == {"RUNNING": 1} and s[TTS] == {"RUNNING": 1}, 30)
-    async with grpc.aio.insecure_channel(stages.grpc) as channel:
+    async with stage_channel(stages.grpc) as channel:
         # Ramp: three sessions, one a second. TTS holds 3 streams at a target of 1 per
         # replica (wants 3, capped at max 2); ASR holds 3 at a target of 4 (wants 1).
         sessions = []

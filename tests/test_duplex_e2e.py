@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import grpc
 import numpy as np
 import pytest
 from ray import serve
@@ -17,6 +16,7 @@ from ray import serve
 from gateway.server import Gateway
 from tests.test_gateway_e2e import launch_chromium, start_gateway, write_wav
 from voxray.clients.caller import RATE, Caller, load_48k
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.moshi import MoshiStream
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ async def test_duplex_call_through_the_gateway(gateway: tuple[Gateway, str]) -> 
 async def test_duplex_refused_when_every_slot_is_taken(gateway: tuple[Gateway, str],
                                                        serve_grpc: str) -> None:
     gw, url = gateway
-    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+    async with stage_channel(serve_grpc) as ch:
         holders = [await MoshiStream(ch, f"hold-{i}").__aenter__() for i in range(4)]
         queued = [asyncio.create_task(MoshiStream(ch, f"queued-{i}", ready_within_s=60)
                                       .__aenter__()) for i in range(4)]

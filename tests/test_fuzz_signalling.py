@@ -114,3 +114,27 @@ async def test_random_and_mutated_requests_get_4xx_never_5xx() -> None:
         await until(lambda: not gw.calls, within_s=60, what="sessions without stages end")
     finally:
         await runner.cleanup()
+
+
+async def test_one_address_cannot_take_every_slot() -> None:
+    """New sessions per client address are limited (here: behind a reverse proxy on this
+    machine, which names the client in X-Forwarded-For); another address still gets in."""
+    runner, gw, url = await start_gateway(f"127.0.0.1:{runtime.free_port()}",
+                                          offers_per_minute=3)
+    sdp_type = {"Content-Type": "application/sdp"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            seen = []
+            for client in ["203.0.113.5"] * 5 + ["203.0.113.6"]:
+                headers = sdp_type | {"X-Forwarded-For": f"198.51.100.1, {client}"}
+                async with http.post(f"{url}/whip", data="v=0\r\nm=audio nonsense\r\n",
+                                     headers=headers) as res:
+                    seen.append(res.status)
+                    if res.status == 429:
+                        assert res.headers["Retry-After"] == "60"
+            assert seen == [400, 400, 400, 429, 429, 400], seen
+            for _ in range(5):  # a client on this machine itself is not limited
+                async with http.post(f"{url}/whip", data="v=0\r\n", headers=sdp_type) as res:
+                    assert res.status == 400
+    finally:
+        await runner.cleanup()

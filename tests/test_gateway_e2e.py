@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import grpc
 import numpy as np
 import pytest
 from aiohttp import web
@@ -20,6 +19,7 @@ from tests.waiting import until
 from voxray import runtime
 from voxray.audio import resample
 from voxray.clients.caller import RATE, Caller, let_agent_talk, load_48k, speak_turn
+from voxray.stage_auth import stage_channel
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 from voxray.wer import wer
 
@@ -95,7 +95,7 @@ async def metric_values(url: str) -> dict[str, float]:
 
 
 async def tts_pcm48(target: str, text: str) -> np.ndarray:
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with stage_channel(target) as ch:
         events = tts_pb2_grpc.TtsStub(ch).Synthesize(
             tts_pb2.TtsRequest(meta=common_pb2.Meta(session_id="bc"), text=text),
             metadata=(("application", "tts"),))

@@ -14,6 +14,7 @@ from openai import AsyncOpenAI
 from ray import serve
 
 from voxray import runtime
+from voxray.stage_auth import stage_channel, stage_token
 from voxray.stage_clients.llm import generate, llm_metadata, llm_request, reply_text
 from voxray.v1 import llm_pb2, llm_pb2_grpc
 
@@ -53,7 +54,7 @@ async def test_streams_tokens_from_the_real_engine(llm_app: runtime.Endpoints) -
     """What the engine guarantees, not a 135M model's exact words (they change with the
     CPU's kernels: one machine answered 'L'Alma, la France ...' where another said 'Paris')."""
     question = "What is the capital of France?"
-    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+    async with stage_channel(llm_app.grpc) as ch:
         deltas = await collect(ch, "c-paris", question, temperature=0.0, max_tokens=30)
         *text, done = deltas
         assert len(text) >= 3 and all(e.WhichOneof("kind") == "delta" for e in text)
@@ -83,7 +84,7 @@ async def test_streams_tokens_from_the_real_engine(llm_app: runtime.Endpoints) -
 async def test_cancel_aborts_the_engine_request(llm_app: runtime.Endpoints) -> None:
     cid = "c-cancel"
     before = (await engine_state(cid))["generation_tokens"]
-    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+    async with stage_channel(llm_app.grpc) as ch:
         call = generate(ch, llm_request(cid, [("user", "Tell me a very long story about a "
                                                        "dragon and a knight.")],
                                         temperature=0.8, max_tokens=1000))
@@ -126,7 +127,7 @@ async def test_a_conversation_stays_on_one_replica_and_hits_the_prefix_cache(
     replicas = {await handle.options(session_id=f"spread-{i}").replica_id.remote()
                 for i in range(12)}
     assert len(replicas) == 2  # sessions spread over both replicas
-    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+    async with stage_channel(llm_app.grpc) as ch:
         for cid in ("c-affine-1", "c-affine-2"):
             turns = await conversation(ch, cid, 5)
             for (prev_prompt, _), (_, cached) in zip(turns, turns[1:], strict=False):
@@ -144,7 +145,7 @@ async def test_bad_requests_get_clear_statuses_and_the_replica_keeps_serving(
         ([("user", "hi")], {"max_tokens": 100_000}, grpc.StatusCode.OUT_OF_RANGE, "max_tokens"),
         ([("user", "word " * 3000)], {}, grpc.StatusCode.OUT_OF_RANGE, "tokens"),
     ]
-    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+    async with stage_channel(llm_app.grpc) as ch:
         for messages, sampling, code, needle in cases:
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await reply_text(generate(ch, llm_request("c-bad", messages, **sampling)))
@@ -162,7 +163,8 @@ async def test_bad_requests_get_clear_statuses_and_the_replica_keeps_serving(
 
 
 async def test_openai_compatible_http_api(llm_app: runtime.Endpoints) -> None:
-    client = AsyncOpenAI(base_url=f"{llm_app.http}/llm/v1", api_key="unused")
+    # the stage token is the API key (the API refuses calls without it: test_stage_auth)
+    client = AsyncOpenAI(base_url=f"{llm_app.http}/llm/v1", api_key=stage_token())
     models = await client.models.list()
     assert [m.id for m in models.data] == ["voxray-llm"]
     reply = await client.chat.completions.create(
@@ -173,7 +175,7 @@ async def test_openai_compatible_http_api(llm_app: runtime.Endpoints) -> None:
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 20
     # The HTTP API runs the same engine as gRPC: greedy text is the same on both.
-    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+    async with stage_channel(llm_app.grpc) as ch:
         assert text_of(await collect(ch, "c-http", "What is the capital of France?",
                                      temperature=0.0, max_tokens=20)) == content
     stream = await client.chat.completions.create(
@@ -203,7 +205,7 @@ async def test_end_of_turn_scores_open_phrases_below_finished_ones(
     pairs = [("What is the capital of", "What is the capital of France?"),
              ("I would like to book a table for", "I would like to book a table for two."),
              ("Can you tell me how to get", "Can you tell me how to get to the station?")]
-    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+    async with stage_channel(llm_app.grpc) as ch:
         for open_, finished in pairs:
             a = await end_of_turn(ch, "c-eot", [("user", open_)])
             b = await end_of_turn(ch, "c-eot", [("user", finished)])
@@ -227,7 +229,7 @@ async def test_a_reply_in_two_calls_continues_from_its_prefix(
     """Two-call replies (the gateway's `reply_first_tokens`): the second call's prompt ends
     inside the reply the first began, so it goes on from there instead of starting over."""
     question = "Tell me about the history of the city of Rome."
-    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+    async with stage_channel(llm_app.grpc) as ch:
         whole = await collect(ch, "c-two", question, temperature=0.0, max_tokens=16)
         first = await collect(ch, "c-two", question, temperature=0.0, max_tokens=5)
         head = text_of(first)
@@ -251,7 +253,7 @@ async def test_a_reply_in_two_calls_continues_from_its_prefix(
 
 async def test_the_reply_language_reaches_the_prompt(llm_app: runtime.Endpoints) -> None:
     question = [("user", "¿Cuál es la capital de España?")]
-    async with grpc.aio.insecure_channel(llm_app.grpc) as ch:
+    async with stage_channel(llm_app.grpc) as ch:
         plain = await reply_text(generate(ch, llm_request("c-lang", question, max_tokens=4)))
         request = llm_request("c-lang", question, max_tokens=4)
         request.reply_language = "es"

@@ -12,6 +12,7 @@ import pytest
 from ray import serve
 
 from voxray.config import load_config
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.moshi import FRAME_SAMPLES, MoshiStream
 from voxray.v1 import common_pb2, moshi_pb2
 
@@ -23,7 +24,7 @@ QUEUE = int(_moshi.deployments[0].max_queued_requests or 0)
 
 @pytest.fixture
 async def channel(serve_grpc: str) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+    async with stage_channel(serve_grpc) as ch:
         yield ch
 
 
@@ -124,7 +125,7 @@ async def test_full_replica_refuses_and_a_freed_slot_is_reused_fresh(
 
 
 async def test_vanished_client_frees_its_slot(serve_grpc: str) -> None:
-    ch = grpc.aio.insecure_channel(serve_grpc)
+    ch = stage_channel(serve_grpc)
     stream = await MoshiStream(ch, "vanishing").__aenter__()
     stream.send_frame(frame(0))
     await wait_slots(1)

@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ from gateway.smart_turn import SharedSmartTurn
 from gateway.vad import CHUNK, SAMPLE_RATE
 from loadtest.turnset import samples
 from tests.stand_in_stages import Script, serve_stand_ins
+from voxray.stage_auth import stage_channel
 
 SAMPLES = {s.id: s for s in samples()}
 
@@ -43,7 +43,7 @@ class Call:
 
     async def __aenter__(self) -> Call:
         self.server, target = await serve_stand_ins(self.script)
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = stage_channel(target)
         self.model = SharedSmartTurn()
         cfg = GatewayConfig(turn=TurnConfig(**self.turn), stage_retry=self.retry,
                             reply_first_tokens=self.first_tokens)

@@ -13,6 +13,7 @@ from ray import serve
 
 from voxray.audio import resample
 from voxray.clients.asr_cli import next_event, pump, speak_utterance
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.asr import AsrStream
 from voxray.v1 import asr_pb2, common_pb2, tts_pb2, tts_pb2_grpc
 from voxray.wer import wer
@@ -24,7 +25,7 @@ APP = (("application", "tts"),)
 async def transcribe(target: str, pcm24: np.ndarray) -> str:
     pcm = resample(pcm24, 24000, 16000)
     pcm = np.concatenate([np.zeros(4800, np.int16), pcm, np.zeros(8000, np.int16)])
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with stage_channel(target) as channel:
         async with AsrStream(channel, "tts-check") as stream:
             events: asyncio.Queue[asr_pb2.AsrEvent | BaseException] = asyncio.Queue()
             reader = asyncio.create_task(pump(stream, events))
@@ -45,7 +46,7 @@ TEXT = ("Sure! The museum opens at 9:30 and a ticket costs $12. "
 
 
 async def test_synthesized_speech_reads_back(serve_grpc: str) -> None:
-    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+    async with stage_channel(serve_grpc) as ch:
         stub = tts_pb2_grpc.TtsStub(ch)
         req = tts_pb2.TtsRequest(meta=common_pb2.Meta(session_id="t1", seq=7), text=TEXT)
         events = [e async for e in stub.Synthesize(req, metadata=APP)]
@@ -92,7 +93,7 @@ async def test_stream_of_deltas_speaks_before_the_text_is_complete(serve_grpc: s
     t0 = time.monotonic()
     first_at = None
     events = []
-    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+    async with stage_channel(serve_grpc) as ch:
         async for ev in tts_pb2_grpc.TtsStub(ch).SynthesizeStream(requests(), metadata=APP):
             if ev.WhichOneof("kind") == "ready":
                 assert not events and ev.ready.voice == "am_michael"
@@ -122,7 +123,7 @@ async def test_stream_of_deltas_speaks_before_the_text_is_complete(serve_grpc: s
 ])
 async def test_bad_requests_get_a_clear_status(serve_grpc: str, request_: tts_pb2.TtsRequest,
                                                code: grpc.StatusCode, text: str) -> None:
-    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+    async with stage_channel(serve_grpc) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in tts_pb2_grpc.TtsStub(ch).Synthesize(request_, metadata=APP):
                 pass
@@ -132,7 +133,7 @@ async def test_bad_requests_get_a_clear_status(serve_grpc: str, request_: tts_pb
 async def test_cancel_stops_synthesis_and_frees_the_replica(serve_grpc: str) -> None:
     handle = serve.get_deployment_handle("TtsDeployment", app_name="tts")
     long_text = " ".join(f"This is sentence number {i} of a very long answer." for i in range(40))
-    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+    async with stage_channel(serve_grpc) as ch:
         stub = tts_pb2_grpc.TtsStub(ch)
         call = stub.Synthesize(tts_pb2.TtsRequest(text=long_text), metadata=APP)
         async for ev in call:
@@ -160,7 +161,7 @@ async def test_cancel_stops_synthesis_and_frees_the_replica(serve_grpc: str) -> 
 ])
 async def test_bad_stream_requests_get_a_clear_status(
         serve_grpc: str, requests_: list[tts_pb2.TtsStreamRequest], text: str) -> None:
-    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+    async with stage_channel(serve_grpc) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in tts_pb2_grpc.TtsStub(ch).SynthesizeStream(iter(requests_),
                                                                        metadata=APP):
@@ -192,7 +193,7 @@ def test_cli_writes_a_wav_that_reads_back(serve_grpc: str, tmp_path) -> None:  #
 
 async def test_a_long_text_does_not_starve_a_new_stream(serve_grpc: str) -> None:
     long_text = " ".join(f"Here is sentence number {i} of a long story." for i in range(12))
-    async with grpc.aio.insecure_channel(serve_grpc) as ch:
+    async with stage_channel(serve_grpc) as ch:
         stub = tts_pb2_grpc.TtsStub(ch)
         long_call = stub.Synthesize(tts_pb2.TtsRequest(text=long_text), metadata=APP)
         long_done = asyncio.Event()

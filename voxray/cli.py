@@ -66,6 +66,7 @@ def _gateway_ready(proc: subprocess.Popen[bytes], health_url: str, within_s: flo
 def cmd_up(ns: argparse.Namespace) -> int:
     from gateway.config import gateway_config
     from voxray import runtime
+    from voxray.stage_auth import token_file
 
     config = _config(ns)
     t0 = time.monotonic()
@@ -109,7 +110,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
     print(f"  try: voxray asr --wav tests/data/speech/s01.wav --target {endpoints.grpc}")
     print(f"       voxray tts 'Hello there!' --out hello.wav --target {endpoints.grpc}")
     print(f"       voxray llm 'Why is the sky blue?' --target {endpoints.grpc}")
-    print(f"  OpenAI-compatible LLM API: {endpoints.http}/llm/v1")
+    print(f"  OpenAI-compatible LLM API: {endpoints.http}/llm/v1  (API key: the stage token, "
+          f"in {token_file()})")
     print("Ctrl-C stops it.")
     stop = False
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voxray.config import ServeConfig, to_serve_schema
+from voxray.stage_auth import TOKEN_ENV, ensure_token
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def start(
     if direct_ingress:
         env |= DIRECT_INGRESS_ENV
     os.environ.update(env)  # read by Ray's processes at start
+    token = ensure_token()
 
     import ray
     from ray.serve._private import api as serve_api
@@ -60,7 +62,7 @@ def start(
                      _metrics_export_port=metrics_port)
         else:
             ray.init(address=address, namespace="serve")
-    schema = ServeDeploySchema.model_validate(to_serve_schema(config))
+    schema = ServeDeploySchema.model_validate(with_token(to_serve_schema(config), token))
     client = serve_api.serve_start(
         http_options=schema.http_options.model_dump(),
         grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
@@ -74,6 +76,14 @@ def start(
         http=f"http://127.0.0.1:{config.http_options.port}",
         metrics=f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None,
     )
+
+
+def with_token(schema: dict[str, Any], token: str) -> dict[str, Any]:
+    """Every application's replicas get the stage token in their environment."""
+    for app in schema.get("applications", []):
+        env = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
+        env.setdefault(TOKEN_ENV, token)
+    return schema
 
 
 def free_port() -> int:

@@ -17,9 +17,19 @@ from deployments.llm.openai_http import chat_completions, list_models
 from deployments.llm.service import LlmService
 from deployments.serving import relay_with_status, reply_with_status
 from voxray.logs import configure_logging
+from voxray.stage_auth import MISSING, accepts
 from voxray.v1 import llm_pb2
 
 api = FastAPI(title="voxray LLM (OpenAI-compatible)")
+
+
+def _refused(request: Request) -> JSONResponse | None:
+    """401 for a request without the stage token (`Authorization: Bearer ...`)."""
+    if accepts(request.headers.get("authorization")):
+        return None
+    return JSONResponse({"error": {"type": "invalid_request_error", "code": "invalid_api_key",
+                                   "message": MISSING}}, status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"})
 
 
 @serve.deployment(name="LlmDeployment")
@@ -31,13 +41,13 @@ class LlmDeployment:
         self._service = LlmService(parsed, VllmEngine(parsed, ray_metrics=True))
         await self._service.warmup()  # the first requests compile; no caller should wait
 
-    @api.get("/v1/models")
-    def models(self) -> dict[str, Any]:
-        return list_models(self._service)
+    @api.get("/v1/models", response_model=None)
+    def models(self, request: Request) -> dict[str, Any] | JSONResponse:
+        return _refused(request) or list_models(self._service)
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat(self, request: Request) -> JSONResponse | StreamingResponse:
-        return await chat_completions(self._service, request)
+        return _refused(request) or await chat_completions(self._service, request)
 
     async def Generate(  # noqa: N802 - the gRPC method name
         self, request: llm_pb2.LlmRequest, grpc_context: RayServegRPCContext

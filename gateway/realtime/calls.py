@@ -71,6 +71,9 @@ async def realtime_call(request: web.Request, host: CallHost) -> web.Response:
     if not host.authorized(request):
         return _error(401, "invalid_api_key", "missing or wrong bearer token",
                       **{"WWW-Authenticate": "Bearer"})
+    if not host.admit(request):
+        return _error(429, "rate_limit_exceeded", "too many new sessions from this address",
+                      **{"Retry-After": "60"})
     if not host.has_room():
         return _error(503, "gateway_full", "gateway is full; try again later", **{
             "Retry-After": "5"})

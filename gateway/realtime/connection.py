@@ -479,6 +479,12 @@ async def realtime_socket(request: web.Request, host: CallHost) -> web.StreamRes
                                             "code": "invalid_api_key",
                                             "message": "missing or wrong bearer token"}},
                                  status=401, headers={"WWW-Authenticate": "Bearer"})
+    if not host.admit(request):
+        return web.json_response({"error": {"type": "rate_limit_exceeded",
+                                            "code": "rate_limit_exceeded",
+                                            "message": "too many new sessions from this "
+                                                       "address"}},
+                                 status=429, headers={"Retry-After": "60"})
     if not host.has_room():
         return web.json_response({"error": {"type": "server_error", "code": "gateway_full",
                                             "message": "gateway is full; try again later"}},

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 
 from voxray.audio import read_audio
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.asr import SAMPLE_RATE, AsrStream
 from voxray.v1 import asr_pb2
 
@@ -129,7 +130,7 @@ async def stream_file(path: str, target: str, *, chunk_ms: int, realtime: bool,
         return 2
     end = min(len(pcm), last_voiced_sample(pcm) + int(tail_s * SAMPLE_RATE))
     pcm = pcm[:end]
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with stage_channel(target) as channel:
         async with AsrStream(channel, f"cli-{uuid.uuid4().hex[:8]}") as stream:
             events: asyncio.Queue[asr_pb2.AsrEvent | BaseException] = asyncio.Queue()
             reader = asyncio.create_task(pump(stream, events))

@@ -7,12 +7,13 @@ import time
 
 import grpc
 
+from voxray.stage_auth import stage_channel
 from voxray.stage_clients.llm import generate, llm_request
 
 
 async def chat(prompt: str, target: str, conversation: str, max_tokens: int | None) -> int:
     sampling = {"max_tokens": max_tokens} if max_tokens else {}
-    async with grpc.aio.insecure_channel(target) as ch:
+    async with stage_channel(target) as ch:
         t0 = time.perf_counter()
         first = 0.0
         try:

@@ -8,6 +8,7 @@ import wave
 
 import grpc
 
+from voxray.stage_auth import stage_channel
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 
@@ -20,7 +21,7 @@ async def speak(text: str, target: str, out: str, voice: str, speed: float | Non
     t0 = time.monotonic()
     first = None
     try:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with stage_channel(target) as channel:
             stub = tts_pb2_grpc.TtsStub(channel)
             async for ev in stub.Synthesize(request, metadata=(("application", "tts"),)):
                 if ev.WhichOneof("kind") == "audio":
