@@ -44,6 +44,7 @@ class Call:
     task: asyncio.Task[None] | None = None
     reason: str = "hangup"
     connected: bool = False  # its media connection is up (ICE and DTLS; a socket at once)
+    peer: Any = None  # its WebRTC peer connection, if it has one
 
 
 class CallHost(Protocol):

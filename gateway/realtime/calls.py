@@ -111,7 +111,7 @@ async def realtime_call(request: web.Request, host: CallHost) -> web.Response:
     except Exception as e:  # aiortc raises ValueError and others on a bad offer
         await session.close()
         return _error(400, "invalid_offer", f"cannot use this SDP offer: {e}")
-    call.hang_up = pc.close
+    call.hang_up, call.peer = pc.close, pc
     conn.start(call, request.remote or "", mic)
     return web.Response(status=201, text=pc.localDescription.sdp, content_type="application/sdp",
                         headers={"Location": f"/v1/realtime/calls/{session.id}"})

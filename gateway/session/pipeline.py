@@ -65,6 +65,8 @@ FINAL_WITHIN_S = 10.0
 # Quiet this long before a decode's words are guessed at: about when the ASR's own
 # pause decode starts, and longer than the gaps between words.
 EARLY_GUESS_SILENCE_MS = 96
+
+
 def _same_words(a: list[Message], b: list[Message]) -> bool:
     """Two conversations that differ at most in case and punctuation: a speculative reply
     made for one answers the other."""
@@ -117,9 +119,9 @@ class PipelineSession:
         self._barge_started: float | None = None  # speech over the agent began (arrival)
         self._replies = 0
         self._tasks: set[asyncio.Task[object]] = set()
+        self._said: OrderedDict[int, str] = OrderedDict()  # recent replies, as recorded
         # A transport that reports the conversation itself (the Realtime API) listens
         # here: every turn event and session event, as it happens.
-        self._said: OrderedDict[int, str] = OrderedDict()  # recent replies, as recorded
         self.listeners: list[Callable[[TurnEvent | SessionEvent], None]] = []
         # Per-session settings a client may change (the Realtime API's session.update).
         self.voice: str | None = None  # one voice whatever the language
@@ -491,6 +493,7 @@ class PipelineSession:
         self._manual_open = False
         final = self.speech.end_turn(self._manual_end)
         self._emit_turn(TurnEnded(self._manual_end, self._manual_end, self._manual_end, 0))
+        self._pending_finals = [t for t in self._pending_finals if not t.done()]
         self._pending_finals.append(self._spawn(self._take_final(final)))
         return True
 
