@@ -151,6 +151,8 @@ async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, 
         finally:
             await browser.close()
     mic_on = [t for t, e in levels(trace, "mic") if e > 1e-5]
+    # Chromium's fake capture loops the file: its second time round is not a turn
+    mic_on = [t for t in mic_on if t < mic_on[0] + len(mic) / RATE - 1.5]
     agent_on = [t for t, e in levels(trace, "agent") if e > 1e-5]
     # Each utterance is a run of mic activity with no gap over 3 s; the agent must be
     # silent from its first sound to its last, and answer after it.
