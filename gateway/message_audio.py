@@ -21,6 +21,7 @@ from voxray.codecs import AudioFormat, BadAudio, Decoder, Encoder
 
 __all__ = ["AudioFormat", "BadAudio", "InboundAudio", "send_agent_audio"]
 
+
 class InboundAudio:
     """Messages of the client's audio -> the session's chunks, on one timeline."""
 
@@ -52,11 +53,6 @@ class InboundAudio:
             pcm, self._pending = self._pending[:CHUNK], self._pending[CHUNK:]
             self._queue.put_nowait(InChunk(pcm, self._produced, arrived, level_db(pcm)))
             self._produced += CHUNK
-
-    @property
-    def received_ms(self) -> int:
-        """Audio received so far (whole chunks), in ms of the session's timeline."""
-        return self._produced * 1000 // SAMPLE_RATE
 
     def flush(self) -> None:
         """Make what was received into a chunk, padded with silence."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hmac
 import ipaddress
 import logging
 import time
@@ -256,7 +257,8 @@ class Gateway:
 
     def authorized(self, request: web.Request) -> bool:
         token = self.cfg.auth_token
-        return not token or request.headers.get("Authorization", "") == f"Bearer {token}"
+        return not token or hmac.compare_digest(
+            request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode())
 
     def session_sender(self, sid: Callable[[], str],
                        deliver: Callable[[ev.Event], None]) -> Callable[[ev.Event], None]:

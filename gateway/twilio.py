@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import logging
 from typing import Any
@@ -90,8 +91,9 @@ async def twilio_stream(request: web.Request, host: CallHost) -> web.StreamRespo
     try:
         start = await _start(ws, cfg.connect_timeout_s)
         _check_format(start)
-        token = (start.get("customParameters") or {}).get("token")
-        if not (host.authorized(request) or token == cfg.auth_token):
+        token = str((start.get("customParameters") or {}).get("token") or "")
+        if cfg.auth_token and not (host.authorized(request) or hmac.compare_digest(
+                token.encode(), cfg.auth_token.encode())):
             raise StreamRefused(WSCloseCode.POLICY_VIOLATION, "missing or wrong token")
     except (StreamRefused, TimeoutError) as e:
         code = e.code if isinstance(e, StreamRefused) else WSCloseCode.POLICY_VIOLATION
