@@ -131,6 +131,7 @@ class PipelineSession:
         self._manual_open = False
         self._manual_end = 0
         self._pending_finals: list[asyncio.Task[object]] = []
+        self._asr_recovering_until = 0.0  # a failed ASR stream is being replaced until then
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -384,7 +385,7 @@ class PipelineSession:
                       last_voiced_at: float, decided_at: float) -> None:
         assert self.speech is not None
         try:
-            text = await asyncio.wait_for(final, timeout=FINAL_WITHIN_S)
+            text = await self._final(final)
         except TimeoutError:
             self.send(ev.error("asr", f"no final transcript within {FINAL_WITHIN_S:g} s; "
                                       "say it again"))
@@ -511,7 +512,7 @@ class PipelineSession:
     async def _take_final(self, final: asyncio.Future[str]) -> None:
         assert self.speech is not None
         try:
-            text = await asyncio.wait_for(final, timeout=FINAL_WITHIN_S)
+            text = await self._final(final)
         except (TimeoutError, grpc.aio.AioRpcError):
             text = ""
         self._emit(TurnHeard(text, self.speech.language))
@@ -577,6 +578,7 @@ class PipelineSession:
                         self._speculate_early()
                     elif kind == "final":
                         retrier.worked()
+                        self._asr_recovering_until = 0.0
                         self.speech.on_final(e.utterance_id, e.final.text, e.final.language)
                 # ended without an error while the session goes on (a drained replica)
                 error = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
@@ -591,6 +593,8 @@ class PipelineSession:
             log.warning("session %s: ASR stream failed (%s: %s); new stream, try %d",
                         self.id, error.code().name, error.details(), retrier.attempt)
             self._retried(StageRetried("asr", retrier.attempt, error.code().name))
+            self._asr_recovering_until = max(self._asr_recovering_until, time.monotonic()
+                                             + self.cfg.stage_retry.deadline_s)
             await asyncio.sleep(wait)
             asr = await streams.enter_async_context(AsrStream(self.channel, self.id))
             self.speech.replay(asr)
@@ -599,6 +603,21 @@ class PipelineSession:
         log.warning("session %s: ASR stream failed: %s", self.id, error.details())
         self.end_reason = f"asr stage failed: {error.code().name}"
         self.closed.set()  # ends the session
+
+    async def _final(self, final: asyncio.Future[str]) -> str:
+        """A turn's final transcript within FINAL_WITHIN_S, or longer while a failed ASR
+        stream is being replaced (a new replica may take that long to start, and then
+        hears the turn again)."""
+        deadline = time.monotonic() + FINAL_WITHIN_S
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(final),
+                                              max(0.05, deadline - time.monotonic()))
+            except TimeoutError:
+                if self._asr_recovering_until <= time.monotonic():
+                    final.cancel()
+                    raise
+                deadline = self._asr_recovering_until + FINAL_WITHIN_S
 
     def _retried(self, e: StageRetried) -> None:
         said = {"asr": "what you said is sent again", "llm": "the answer goes on",
