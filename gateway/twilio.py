@@ -174,7 +174,7 @@ class TwilioCall:
                     return "stream stopped"
                 else:  # dtmf and events of later protocol versions
                     log.debug("twilio %s: %s ignored", self.sid, event)
-            except (StreamRefused, binascii.Error, BadAudio, TypeError) as e:
+            except (StreamRefused, binascii.Error, BadAudio, TypeError, AttributeError) as e:
                 code = e.code if isinstance(e, StreamRefused) else WSCloseCode.INVALID_TEXT
                 with contextlib.suppress(Exception):
                     await self.ws.close(code=code, message=f"bad message: {e}".encode()[:120])

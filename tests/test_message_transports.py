@@ -3,8 +3,6 @@ client audio into session chunks, and the Realtime API's session settings."""
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
 
@@ -43,7 +41,6 @@ async def test_client_audio_becomes_chunks_on_one_timeline_and_commits_keep_orde
         order.append(chunk.start_sample)
     assert order[:3] == [0, CHUNK, 2 * CHUNK] and "commit" in order
     assert order.index("commit") == 3  # after the whole chunks sent before it
-    await asyncio.sleep(0)
 
 
 def test_session_update_in_the_ga_and_the_beta_shape() -> None:
@@ -75,6 +72,8 @@ def test_session_update_in_the_ga_and_the_beta_shape() -> None:
     ({"temperature": 7}, "session.temperature"),
     ({"max_output_tokens": 0}, "session.max_output_tokens"),
     ({"instructions": 5}, "session.instructions"),
+    ({"audio": "loud"}, "session.audio"),
+    ({"audio": {"output": 3}}, "session.audio.output"),
 ])
 def test_a_bad_setting_names_its_key(session: dict[str, object], param: str) -> None:
     with pytest.raises(BadSetting) as e:

@@ -15,13 +15,12 @@ from typing import Any
 import aiohttp
 import av
 import pytest
-from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from openai import AsyncOpenAI
 
-from gateway.config import local_gateway_config
 from gateway.server import Gateway
+from tests.test_gateway_e2e import start_gateway
 from tests.test_tts_serve import transcribe
 from tests.waiting import until
 from voxray.audio import resample
@@ -37,12 +36,8 @@ TOKEN = "sesame"
 
 @pytest.fixture(scope="module")
 async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
-    config = local_gateway_config(max_sessions=3, auth_token=TOKEN)
-    gw = Gateway(config, serve_grpc)
-    runner = web.AppRunner(gw.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", config.port).start()
-    yield gw, f"http://127.0.0.1:{config.port}"
+    runner, gw, url = await start_gateway(serve_grpc, max_sessions=3, auth_token=TOKEN)
+    yield gw, url
     await runner.cleanup()
 
 
@@ -171,6 +166,9 @@ async def test_bad_client_events_get_error_events_and_the_session_goes_on(
                 ("{nope", "invalid_json"),
                 (json.dumps([1, 2]), "invalid_event"),
                 (json.dumps({"type": "no.such.event"}), "unknown_event"),
+                (json.dumps({"type": ["session.update"]}), "invalid_event"),
+                (json.dumps({"type": "session.update", "session": {"audio": "loud"}}),
+                 "invalid_value"),
                 (json.dumps({"type": "input_audio_buffer.append", "audio": "%%%"}),
                  "invalid_audio"),
                 (json.dumps({"type": "input_audio_buffer.append", "audio": "AA=="}),

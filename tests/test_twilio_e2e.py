@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
-from gateway.config import local_gateway_config
 from gateway.server import Gateway
+from tests.test_gateway_e2e import start_gateway
 from tests.test_tts_serve import transcribe
 from tests.waiting import until
 from voxray.audio import resample
@@ -29,12 +28,9 @@ SPEECH = "tests/data/speech"
 
 @pytest.fixture(scope="module")
 async def gateway(serve_grpc: str) -> AsyncIterator[tuple[Gateway, str]]:
-    config = local_gateway_config(max_sessions=3, auth_token="sesame", reply_max_tokens=24)
-    gw = Gateway(config, serve_grpc)
-    runner = web.AppRunner(gw.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", config.port).start()
-    yield gw, f"ws://127.0.0.1:{config.port}/twilio"
+    runner, gw, url = await start_gateway(serve_grpc, max_sessions=3, auth_token="sesame",
+                                          reply_max_tokens=24)
+    yield gw, url.replace("http", "ws", 1) + "/twilio"
     await runner.cleanup()
 
 
@@ -119,6 +115,8 @@ async def test_bad_streams_are_closed_with_a_reason_and_a_live_call_goes_on(
             ((_start(mediaFormat={"encoding": "audio/x-l16", "sampleRate": 16000}),), 1003,
              "mulaw"),
             ((_start(), json.dumps({"event": "media", "media": {"payload": "%%%"}})), 1007,
+             "bad message"),
+            ((_start(), json.dumps({"event": "media", "media": "not an object"})), 1007,
              "bad message"),
             ((_start(), json.dumps({"event": "media", "media": {
                 "payload": base64.b64encode(b"x" * (2 << 20)).decode()}})), 1009, ""),

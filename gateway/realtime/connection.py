@@ -298,8 +298,11 @@ class RealtimeConnection:
             self.emit("session.updated", session=self._session_object())
 
     def handle(self, event: dict[str, Any]) -> None:
-        kind = GA_NAMES.get(event.get("type", ""), event.get("type"))
-        eid = event.get("event_id")
+        eid = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        if not isinstance(event.get("type"), str):
+            self.error("a client event has a string `type`", "invalid_event", "type", eid)
+            return
+        kind = GA_NAMES.get(event["type"], event["type"])
         try:
             if kind == "session.update":
                 self._apply(event)

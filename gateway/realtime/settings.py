@@ -89,13 +89,22 @@ def _turn_detection(value: Any, param: str) -> dict[str, Any] | None:
     return dict(value)
 
 
+def _object(value: Any, param: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadSetting(param, f"{value!r}: an object")
+    return value
+
+
 def updated(current: Settings, session: Any, beta: bool) -> Settings:
     """`current` with a session.update's `session` applied (BadSetting names the key)."""
     if not isinstance(session, dict):
         raise BadSetting("session", "an object")
     new = replace(current)
-    audio = session.get("audio") or {}
-    inp, out = audio.get("input") or {}, audio.get("output") or {}
+    audio = _object(session.get("audio"), "session.audio")
+    inp = _object(audio.get("input"), "session.audio.input")
+    out = _object(audio.get("output"), "session.audio.output")
     if "input_audio_format" in session:
         new.input_format = _format(session["input_audio_format"],
                                    "session.input_audio_format", True)
