@@ -45,8 +45,9 @@ class TurnConfig(BaseModel):
     # Niceness of the turn model's thread. On a box shared with the stage replicas
     # (Ray runs them at 15) its verdict can wait; the reply being made cannot.
     turn_model_nice: int = Field(19, ge=0, le=19)
-    # After min_silence_ms, how long to wait for the pause decode's words (and then the
-    # LLM's verdict) before judging without them.
+    # After min_silence_ms, how long to wait for the LLM's verdict before judging without
+    # it. The pause decode's words are waited for up to max_silence_ms (they are what the
+    # reply answers); without "words" in `evidence`, this long.
     evidence_wait_ms: int = Field(800, ge=0, le=3000)
     # Prepare the answer while the pause is judged: "llm" starts the LLM on the pause
     # decode's words, "llm+tts" also synthesizes; the audio is held until the turn ends.

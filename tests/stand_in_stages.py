@@ -48,6 +48,7 @@ class Script:
     tts_texts: list[str] = field(default_factory=list)
     word_delay_s: float = 0.03
     final_delay_s: float = 0.0  # a busy ASR replica
+    partial_delay_s: float = 0.0  # ... whose pause decodes come late
     p_end: float = 0.01  # the LLM's end-of-turn probability: even odds
     fail_asr_after_audio: int | None = None  # audio messages, then UNAVAILABLE (once)
     asr_samples: list[int] = field(default_factory=list)  # audio samples heard, per stream
@@ -80,6 +81,7 @@ class StandInAsr(asr_pb2_grpc.AsrServicer):
                 if loud_until > decoded_until and samples - loud_until >= 1600:
                     decoded_until = loud_until
                     text = self.s.asr_texts.pop(0) if self.s.asr_texts else text
+                    await asyncio.sleep(self.s.partial_delay_s)
                     yield asr_pb2.AsrEvent(utterance_id=utterance, partial=asr_pb2.Transcript(
                         text=text, audio_end_sample=samples))
             elif kind == "end_of_utterance":

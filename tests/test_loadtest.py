@@ -165,7 +165,8 @@ async def test_two_callers_report_csv_json_and_plot(gateway: tuple[Gateway, str]
     assert c["sessions_dropped"] == 0 and c["sessions_refused"] == 0
     m = report["metrics"]
     assert m["client_ttfat_ms"]["count"] == c["turns_ok"]
-    assert 100 < m["client_ttfat_ms"]["p50"] < 10_000
+    # how fast is the bench's to say; here, that each turn's figure is a real interval
+    assert m["client_ttfat_ms"]["p50"] > 100
     # the caller hears the reply after the gateway sends it
     assert m["client_ttfat_ms"]["p50"] > m["gateway.ttfat_ms"]["p50"]
     for stage in ("asr_final_ms", "llm_first_token_ms", "tts_first_audio_ms"):

@@ -165,6 +165,21 @@ async def test_speech_after_a_pause_continues_the_turn_and_the_guess_goes_unhear
         assert second["words"] == whole
 
 
+async def test_a_pause_whose_words_come_late_is_not_judged_on_the_audio_alone() -> None:
+    """The ASR is busy: the pause decode's "and..." comes well after evidence_wait_ms. The
+    turn waits for those words rather than end on the sound of the pause."""
+    whole = "My flight was cancelled and I need to find another one for tomorrow."
+    script = Script(asr_texts=["My flight was cancelled and...", whole], partial_delay_s=1.0)
+    async with Call(script, evidence_wait_ms=300) as call:
+        said = await call.say(SAMPLES["p03"].pcm())
+        await call.wait("turn_metrics", within_s=30)
+        await call.wait("agent_done", within_s=30)
+        first = call.of("pause_judged")[0][1]
+        assert first["words"].endswith("and...") and first["words_ms"] > 300, first
+        assert [e["text"] for _, e in call.of("final")] == [whole]
+        assert min(call.audible) > last_voiced_at("p03", said), "the agent cut in"
+
+
 async def test_a_reply_whose_llm_fails_midway_goes_on_where_it_stopped() -> None:
     """The LLM replica dies three words into the answer: a new call continues the
     generated text (assistant_prefix), and the caller hears the whole answer once."""

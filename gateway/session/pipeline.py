@@ -278,7 +278,11 @@ class PipelineSession:
             audio = asyncio.ensure_future(self.turn_model.p_finished(self.speech.turn_audio()))
         t0 = time.monotonic()
         try:
-            words = await self.speech.pause_words(e.last_voiced_sample, wait_s)
+            # Without the words there is nothing to answer yet, and a verdict on audio alone
+            # cuts off a speaker whose words come late: a slow ASR waits, the LLM does not.
+            words_wait_s = ((cfg.max_silence_ms - cfg.min_silence_ms) / 1000
+                            if "words" in cfg.evidence else wait_s)
+            words = await self.speech.pause_words(e.last_voiced_sample, words_wait_s)
             words_ms = (time.monotonic() - t0) * 1000 if words is not None else -1.0
             if words and cfg.speculative != "off" and not self._agent_busy():
                 # (over the agent, the context changes when it is interrupted: no guess)
