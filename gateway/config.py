@@ -101,6 +101,34 @@ class RetryConfig(BaseModel):
         return min(self.backoff_ms * 2 ** (attempt - 1), self.max_backoff_ms) / 1000
 
 
+class ToolConfig(BaseModel):
+    """A function the agent may call: the LLM decides when; the gateway runs it and the
+    LLM answers from its result. Give exactly one of `python` and `http`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    # JSON Schema of the arguments (an object schema).
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}})
+    # "package.module:function", called with the arguments as keywords (an async
+    # function is awaited, a plain one runs in a thread); its return value is the result.
+    python: str = Field("", pattern=r"^$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    # An http(s) URL, POSTed the arguments as JSON; the response body is the result.
+    http: str = Field("", pattern=r"^$|^https?://")
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _check(self) -> ToolConfig:
+        if bool(self.python) == bool(self.http):
+            raise ValueError(f"tool {self.name!r}: give exactly one of python and http")
+        if self.parameters.get("type") != "object":
+            raise ValueError(f"tool {self.name!r}: parameters must be an object schema "
+                             '({"type": "object", ...})')
+        return self
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -151,8 +179,22 @@ class GatewayConfig(BaseModel):
     # Duplex mode: how long signalling waits for a free Moshi slot before a 503.
     duplex_connect_s: float = Field(10.0, gt=0, le=120)
     stage_retry: RetryConfig = Field(default_factory=RetryConfig)
+    # Functions the agent may call (the LLM app needs its tool_parser set).
+    tools: list[ToolConfig] = Field(default_factory=list)
+    # Said when a reply calls a tool before it has said anything (empty: nothing).
+    tool_filler: str = ""
+    # Tool calls one reply may make in a row before it answers with what it has.
+    max_tool_rounds: int = Field(3, ge=1, le=10)
     turn: TurnConfig = Field(default_factory=TurnConfig)
     barge_in: BargeInConfig = Field(default_factory=BargeInConfig)
+
+
+    @model_validator(mode="after")
+    def _unique_tools(self) -> GatewayConfig:
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tools: a name is given twice: {names}")
+        return self
 
 
 def gateway_config(config: ServeConfig) -> GatewayConfig:

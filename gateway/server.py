@@ -33,6 +33,7 @@ from gateway.peer import answer_offer
 from gateway.realtime import calls as realtime_calls
 from gateway.realtime.connection import realtime_socket
 from gateway.session.pipeline import PipelineSession
+from gateway.session.tools import ToolBox
 from gateway.smart_turn import SharedSmartTurn
 from gateway.twilio import twilio_stream
 from voxray.ice import offer_only
@@ -52,6 +53,7 @@ def _is_loopback(address: str) -> bool:
 class Gateway:
     def __init__(self, config: GatewayConfig, stages: str) -> None:
         self.cfg = config
+        ToolBox(config.tools)  # a tool whose function cannot be loaded stops the start here
         self.stages = stages
         self.metrics = GatewayMetrics()
         self.calls: dict[str, Call] = {}

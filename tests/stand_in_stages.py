@@ -53,6 +53,12 @@ class Script:
     fail_asr_after_audio: int | None = None  # audio messages, then UNAVAILABLE (once)
     asr_samples: list[int] = field(default_factory=list)  # audio samples heard, per stream
     fail_tts_after_chunks: int | None = None  # audio chunks, then UNAVAILABLE (once)
+    # A model that calls this tool (name, arguments JSON) when offered it, after saying
+    # `tool_preamble`, and then answers `tool_answer` with {result} from the tool's output
+    tool_call: tuple[str, str] | None = None
+    tool_preamble: str = ""
+    tool_answer: str = "It says {result}."
+    llm_tools: list[list[str]] = field(default_factory=list)  # tools offered, per call
 
 
 class StandInAsr(asr_pb2_grpc.AsrServicer):
@@ -100,7 +106,21 @@ class StandInLlm(llm_pb2_grpc.LlmServicer):
         self.s.llm_calls.append([(m.role, m.content) for m in request.messages])
         limit = request.sampling.max_tokens if request.sampling.HasField("max_tokens") else None
         self.s.llm_requests.append((request.assistant_prefix, limit, time.monotonic()))
-        words = self.s.answer.split(" ")
+        offered = [t.name for t in request.tools]
+        self.s.llm_tools.append(offered)
+        last = request.messages[-1]
+        call = self.s.tool_call
+        if call is not None and call[0] in offered and last.role != "tool":
+            for i, word in enumerate(self.s.tool_preamble.split()):
+                yield llm_pb2.LlmEvent(delta=llm_pb2.TextDelta(
+                    text=word if i == 0 else " " + word, token_count=1))
+            yield llm_pb2.LlmEvent(tool_call=llm_pb2.ToolCall(
+                id=f"call-{len(self.s.llm_calls)}", name=call[0], arguments=call[1]))
+            yield llm_pb2.LlmEvent(done=llm_pb2.LlmDone(finish_reason="tool_calls"))
+            return
+        answer = self.s.tool_answer.format(result=last.content) if last.role == "tool" \
+            else self.s.answer
+        words = answer.split(" ")
         done = len(request.assistant_prefix.split()) if request.assistant_prefix else 0
         fail = self.s.fail_llm_after
         sent = 0

@@ -264,3 +264,33 @@ async def test_the_reply_language_reaches_the_prompt(llm_app: runtime.Endpoints)
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await reply_text(generate(ch, request))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_tools_reach_the_real_engine_and_a_tool_exchange_is_answered(
+        llm_app: runtime.Endpoints) -> None:
+    """The CPU profile's LLM reads calls with vLLM's Hermes parser. SmolLM2-135M's chat
+    template does not show it the tools, so it answers in words: the request with tools,
+    and a conversation holding a tool call and its result, stream an answer."""
+    weather = llm_pb2.ToolSpec(name="weather", description="The forecast for a city",
+                               parameters_json='{"type": "object", "properties": '
+                                               '{"city": {"type": "string"}}}')
+    call = llm_pb2.ToolCall(id="call-1", name="weather", arguments='{"city": "Paris"}')
+    async with stage_channel(llm_app.grpc) as ch:
+        req = llm_request("c-tools", [("user", "What is the weather in Paris?")],
+                          temperature=0.0, max_tokens=20)
+        req.tools.append(weather)
+        text, done = await reply_text(generate(ch, req))
+        assert done.finish_reason in ("stop", "length", "tool_calls") and text.strip()
+        req = llm_request("c-tools", [("user", "What is the weather in Paris?")],
+                          temperature=0.0, max_tokens=20)
+        req.messages.extend([llm_pb2.ChatMessage(role="assistant", tool_calls=[call]),
+                             llm_pb2.ChatMessage(role="tool", content="sunny, 21 C",
+                                                 tool_call_id="call-1")])
+        req.tools.append(weather)
+        text, done = await reply_text(generate(ch, req))
+        assert done.finish_reason in ("stop", "length", "tool_calls") and done.prompt_tokens
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            req.messages[-1].tool_call_id = "call-2"
+            await reply_text(generate(ch, req))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "call-2" in (e.value.details() or "")

@@ -31,10 +31,12 @@ class Call:
     """One session fed in real time: `say` queues speech, silence flows in between."""
 
     def __init__(self, script: Script, reply_first_tokens: int = 0,
-                 retry: RetryConfig | None = None, **turn: Any) -> None:
+                 retry: RetryConfig | None = None, gateway: dict[str, Any] | None = None,
+                 **turn: Any) -> None:
         self.script = script
         self.retry = retry or RetryConfig(backoff_ms=50)
         self.turn = turn
+        self.gateway = gateway or {}
         self.first_tokens = reply_first_tokens
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.audible: list[float] = []  # when an audible agent frame went out
@@ -46,7 +48,7 @@ class Call:
         self.channel = stage_channel(target)
         self.model = SharedSmartTurn()
         cfg = GatewayConfig(turn=TurnConfig(**self.turn), stage_retry=self.retry,
-                            reply_first_tokens=self.first_tokens)
+                            reply_first_tokens=self.first_tokens, **self.gateway)
         self.session = PipelineSession(cfg, self.channel, self._send, self.model)
         self._tasks = [asyncio.create_task(self.session.run_chunks(self._chunks())),
                        asyncio.create_task(self._listen())]

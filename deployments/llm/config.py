@@ -50,6 +50,10 @@ class LlmArgs(BaseModel):
         "You are a friendly voice assistant. Your answers are spoken aloud, so keep them "
         "short and conversational: one to three sentences, no lists, no markdown."
     )
+    # vLLM's tool-call parser for the model's way of writing calls ("hermes" for Qwen2.5
+    # and Hermes models, "llama3_json", "mistral", "pythonic" ...). Empty: a request that
+    # offers tools is refused (the model's calls could not be read).
+    tool_parser: str = ""
     # A client's own system message replaces system_prompt when this is true.
     allow_client_system_prompt: bool = True
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)

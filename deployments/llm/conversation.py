@@ -5,6 +5,7 @@ No engine here: the token counter is passed in, so this is tested alone.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -14,17 +15,36 @@ import grpc
 
 from deployments.errors import StageError, invalid
 from deployments.llm.config import LlmArgs
+from voxray.v1 import llm_pb2
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
 
 
 @dataclass(frozen=True)
 class Message:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's
+    tool_call_id: str = ""  # a tool result's
 
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def as_dict(self) -> dict[str, object]:
+        """The message as chat templates read it (OpenAI's shape, arguments parsed)."""
+        out: dict[str, object] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": json.loads(c.arguments or "{}")}}
+                for c in self.tool_calls]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass(frozen=True)
@@ -82,9 +102,11 @@ def check_messages(messages: Sequence[Message], args: LlmArgs) -> list[Message]:
         if len(m.content) > args.max_message_chars:
             raise invalid(f"messages[{i}].content has {len(m.content)} characters; "
                           f"at most {args.max_message_chars}")
-    if messages[-1].role != "user":
-        raise invalid(f"the last message must be the user's, not {messages[-1].role!r}")
-    if not messages[-1].content.strip():
+        _check_tool_parts(i, m, messages[:i])
+    if messages[-1].role not in ("user", "tool"):
+        raise invalid(f"the last message must be the user's (or a tool result), not "
+                      f"{messages[-1].role!r}")
+    if messages[-1].role == "user" and not messages[-1].content.strip():
         raise invalid("the last user message is empty")
     turns = list(messages)
     if turns[0].role == "system":
@@ -92,6 +114,29 @@ def check_messages(messages: Sequence[Message], args: LlmArgs) -> list[Message]:
             raise invalid("this deployment does not accept a client system prompt")
         return turns
     return ([Message("system", args.system_prompt)] if args.system_prompt else []) + turns
+
+
+def _check_tool_parts(i: int, m: Message, before: Sequence[Message]) -> None:
+    if m.tool_calls and m.role != "assistant":
+        raise invalid(f"messages[{i}]: only an assistant message has tool_calls")
+    for c in m.tool_calls:
+        try:
+            json.loads(c.arguments or "{}")
+        except ValueError:
+            raise invalid(f"messages[{i}]: the arguments of tool call {c.id!r} are not "
+                          f"JSON") from None
+    if m.role == "tool":
+        called = {c.id for b in before for c in b.tool_calls}
+        if m.tool_call_id not in called:
+            raise invalid(f"messages[{i}]: tool_call_id {m.tool_call_id!r} answers no "
+                          f"earlier tool call")
+    elif m.tool_call_id:
+        raise invalid(f"messages[{i}]: only a tool message has a tool_call_id")
+
+
+def from_proto(m: llm_pb2.ChatMessage) -> Message:
+    return Message(m.role, m.content, tuple(ToolCall(c.id, c.name, c.arguments)
+                                            for c in m.tool_calls), m.tool_call_id)
 
 
 def fit_context(

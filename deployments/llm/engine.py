@@ -40,6 +40,7 @@ def model_path(args: LlmArgs) -> str:
 class Chunk:
     text: str
     token_count: int
+    token_ids: tuple[int, ...] = ()
     # Set on the last chunk only.
     finish_reason: str | None = None
     prompt_tokens: int = 0
@@ -93,6 +94,10 @@ class VllmEngine:
 
         self.args = args
         path = model_path(args)
+        if args.tool_parser:
+            from deployments.llm.tool_calls import check_parser
+
+            check_parser(args.tool_parser)
         if args.device == "cpu":
             # GiB of KV cache; unset, vLLM on CPU reserves most of the RAM.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(args.kv_cache_gib)
@@ -122,9 +127,11 @@ class VllmEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         log.info("vLLM engine for %s ready in %.1f s", Path(path).name, time.monotonic() - t0)
 
-    def prompt_ids(self, messages: list[Message]) -> list[int]:
+    def prompt_ids(self, messages: list[Message],
+                   tools: list[dict[str, Any]] | None = None) -> list[int]:
+        chat: list[Any] = [m.as_dict() for m in messages]
         text = self.tokenizer.apply_chat_template(
-            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False)
+            chat, tools=list(tools or []) or None, add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def text_ids(self, text: str) -> list[int]:
@@ -137,8 +144,9 @@ class VllmEngine:
         rendered closed, and cut at the mark."""
         last = messages[-1]
         marked = [*messages[:-1], Message(last.role, last.content + _MARK)]
+        chat: list[Any] = [m.as_dict() for m in marked]
         text = str(self.tokenizer.apply_chat_template(
-            [m.as_dict() for m in marked], add_generation_prompt=False, tokenize=False))
+            chat, add_generation_prompt=False, tokenize=False))
         cut = text.rindex(_MARK)
         encode = self.tokenizer(text[cut + len(_MARK):], add_special_tokens=False)
         closing = set(encode["input_ids"][:1]) | self._sentence_end_ids()
@@ -173,7 +181,8 @@ class VllmEngine:
         return min(1.0, p), int(last.num_cached_tokens or 0)
 
     async def stream(self, prompt_ids: list[int], sampling: Sampling,
-                     request_id: str = "") -> AsyncIterator[Chunk]:
+                     request_id: str = "", skip_special_tokens: bool = True
+                     ) -> AsyncIterator[Chunk]:
         """Generate; stopping iteration (or cancelling) aborts the engine request."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -184,7 +193,7 @@ class VllmEngine:
             max_tokens=sampling.max_tokens, temperature=sampling.temperature,
             top_p=sampling.top_p, top_k=d.top_k, repetition_penalty=d.repetition_penalty,
             seed=sampling.seed, stop=list(sampling.stop) or None,
-            output_kind=RequestOutputKind.DELTA)
+            skip_special_tokens=skip_special_tokens, output_kind=RequestOutputKind.DELTA)
         (prompt,) = await self.engine.renderer.render_cmpl_async(
             [TokensPrompt(prompt_token_ids=prompt_ids)])
         finished = False
@@ -194,6 +203,7 @@ class VllmEngine:
                 finished = out.finished
                 yield Chunk(
                     text=completion.text, token_count=len(completion.token_ids),
+                    token_ids=tuple(completion.token_ids),
                     finish_reason=(completion.finish_reason or "stop") if finished else None,
                     prompt_tokens=len(prompt_ids),
                     cached_prompt_tokens=out.num_cached_tokens or 0)

@@ -18,9 +18,11 @@ from deployments.llm.conversation import (
     answer_in,
     check_messages,
     fit_context,
+    from_proto,
     sampling_for,
 )
 from deployments.llm.engine import Chunk, VllmEngine
+from deployments.llm.tool_calls import ToolCallReader, tool_dicts
 from deployments.streams import Stamper
 from voxray.v1 import llm_pb2
 
@@ -40,7 +42,8 @@ class LlmService:
         self.engine = engine
 
     async def prepare(self, messages: list[Message], sampling: Sampling,
-                      assistant_prefix: str = "", reply_language: str = "") -> Prepared:
+                      assistant_prefix: str = "", reply_language: str = "",
+                      tools: list[dict[str, object]] | None = None) -> Prepared:
         """Check, fit into the context and tokenize (off the event loop). With an
         assistant prefix, the prompt ends inside the reply it begins."""
         turns = answer_in(check_messages(messages, self.args), reply_language)
@@ -51,7 +54,7 @@ class LlmService:
         prefix = self.engine.text_ids(assistant_prefix) if assistant_prefix else []
 
         def encode(ms: list[Message]) -> list[int]:
-            return self.engine.prompt_ids(ms) + prefix
+            return self.engine.prompt_ids(ms, tools) + prefix
 
         fitted = await asyncio.to_thread(fit_context, turns, encode, budget)
         if fitted.dropped:
@@ -81,6 +84,8 @@ class LlmService:
         stamp = Stamper(request.meta.session_id or request.conversation_id)
         messages = [Message(m.role, m.content) for m in request.messages]
         turns = check_messages(messages, self.args)
+        if turns[-1].role != "user":
+            raise invalid("the last message must be the user's words so far")
         words = " ".join(re.findall(r"[\w']+", turns[-1].content.lower()))
         if not words:
             raise invalid("the last user message has no words")
@@ -99,27 +104,46 @@ class LlmService:
                                       prompt_tokens=len(fitted.prompt_ids),
                                       cached_prompt_tokens=cached)
 
+    def tool_reader(self, request: llm_pb2.LlmRequest) -> ToolCallReader | None:
+        if not request.tools:
+            return None
+        if not self.args.tool_parser:
+            raise invalid("this LLM deployment reads no tool calls: set "
+                          "applications[llm].args.tool_parser to vLLM's parser for the model")
+        return ToolCallReader(self.args.tool_parser, self.engine.tokenizer,
+                              tool_dicts(request.tools))
+
     async def generate(self, request: llm_pb2.LlmRequest) -> AsyncIterator[llm_pb2.LlmEvent]:
         t0 = time.monotonic()
         stamp = Stamper(request.meta.session_id or request.conversation_id)
         reply_to = request.meta.seq
-        messages = [Message(m.role, m.content) for m in request.messages]
+        messages = [from_proto(m) for m in request.messages]
+        reader = self.tool_reader(request)
         prepared = await self.prepare(messages, self.sampling(request.sampling),
-                                      request.assistant_prefix, request.reply_language)
+                                      request.assistant_prefix, request.reply_language,
+                                      tool_dicts(request.tools) if reader else None)
         request_id = f"{request.conversation_id or 'anon'}-{uuid.uuid4().hex[:12]}"
         ttft_ms = 0.0
         tokens = 0
         last: Chunk | None = None
-        async for chunk in self.engine.stream(prepared.prompt_ids, prepared.sampling, request_id):
+        async for chunk in self.engine.stream(
+                prepared.prompt_ids, prepared.sampling, request_id,
+                skip_special_tokens=reader.skip_special_tokens if reader else True):
             last = chunk
             tokens += chunk.token_count
-            if chunk.text:
+            said = reader.feed(chunk.text, chunk.token_ids) if reader else chunk.text
+            if said:
                 if not ttft_ms:
                     ttft_ms = (time.monotonic() - t0) * 1000
                 yield llm_pb2.LlmEvent(meta=stamp.meta(reply_to), delta=llm_pb2.TextDelta(
-                    text=chunk.text, token_count=chunk.token_count))
+                    text=said, token_count=chunk.token_count))
         assert last is not None and last.finish_reason is not None
+        finish = last.finish_reason
+        for call in reader.calls() if reader else []:
+            finish = "tool_calls"
+            yield llm_pb2.LlmEvent(meta=stamp.meta(reply_to), tool_call=llm_pb2.ToolCall(
+                id=call.id, name=call.name, arguments=call.arguments))
         yield llm_pb2.LlmEvent(meta=stamp.meta(reply_to), done=llm_pb2.LlmDone(
-            finish_reason=last.finish_reason, prompt_tokens=last.prompt_tokens,
+            finish_reason=finish, prompt_tokens=last.prompt_tokens,
             completion_tokens=tokens, cached_prompt_tokens=last.cached_prompt_tokens,
             dropped_messages=prepared.dropped, ttft_ms=ttft_ms))

@@ -46,7 +46,9 @@ from gateway.session.events import (
     TurnHeard,
 )
 from gateway.session.pipeline import PipelineSession
+from gateway.session.tools import ClientTool
 from gateway.vad import SAMPLE_RATE
+from voxray.stage_clients.llm import ToolCall, tool_calls_message, tool_result_message
 
 log = logging.getLogger(__name__)
 BETA_NAMES = {
@@ -203,7 +205,8 @@ class RealtimeConnection:
                 "output_modalities": ["audio"], "metadata": None, "usage": None}
 
     def _finish(self, reply: int, status: str, transcript: str | None = None,
-                details: dict[str, Any] | None = None) -> None:
+                details: dict[str, Any] | None = None,
+                calls: list[dict[str, str]] | None = None) -> None:
         r = self.convo.responses.pop(reply, None)
         if r is None:
             return
@@ -217,7 +220,28 @@ class RealtimeConnection:
         item = r.item("completed" if status == "completed" else "incomplete", said)
         self.emit("response.output_item.done", response_id=r.id, output_index=0, item=item)
         self.emit("conversation.item.done", item=item, previous_item_id=None)
-        self.emit("response.done", response=self._response(r, status, [item], details))
+        output = [item, *(self._function_call(r, i + 1, c) for i, c in enumerate(calls or []))]
+        self.emit("response.done", response=self._response(r, status, output, details))
+
+    def _function_call(self, r: Response, index: int, call: dict[str, str]) -> dict[str, Any]:
+        """A call of one of the client's tools, as the response's output item `index`."""
+        item_id = self._new_id("item")
+        item: dict[str, Any] = {"id": item_id, "object": "realtime.item",
+                                "type": "function_call", "status": "in_progress",
+                                "call_id": call["call_id"], "name": call["name"],
+                                "arguments": ""}
+        where = {"response_id": r.id, "item_id": item_id, "output_index": index,
+                 "call_id": call["call_id"]}
+        self.emit("response.output_item.added", response_id=r.id, output_index=index, item=item)
+        self.emit("conversation.item.added", item=item, previous_item_id=self.convo.last_item)
+        self.convo.last_item = item_id
+        self.emit("response.function_call_arguments.delta", **where, delta=call["arguments"])
+        self.emit("response.function_call_arguments.done", **where, name=call["name"],
+                  arguments=call["arguments"])
+        item = item | {"status": "completed", "arguments": call["arguments"]}
+        self.emit("response.output_item.done", response_id=r.id, output_index=index, item=item)
+        self.emit("conversation.item.done", item=item, previous_item_id=None)
+        return item
 
     def _on_gateway_event(self, e: ev.Event) -> None:
         c = self.convo
@@ -239,7 +263,8 @@ class RealtimeConnection:
             reason = r.cancel_reason if r is not None else "turn_detected"
             self._finish(e.turn, "cancelled", e.heard, {"type": "cancelled", "reason": reason})
         elif isinstance(e, ev.Info) and e.type == "agent_done":
-            self._finish(int(e.detail.get("turn", -1)), "completed")
+            self._finish(int(e.detail.get("turn", -1)), "completed",
+                         calls=e.detail.get("tool_calls"))
         elif isinstance(e, ev.Info) and e.type == "error":
             stage = str(e.detail.get("stage", "gateway"))
             self.error(e.message, f"{stage}_failed", type_="server_error")
@@ -291,9 +316,8 @@ class RealtimeConnection:
         self.session.reply_max_tokens = new.max_output_tokens or self.host.cfg.reply_max_tokens
         if out_changed and self.audio_deltas:
             self._start_audio_out()
-        if isinstance(session, dict) and session.get("tools"):
-            self.error("function tools are not supported yet; the session goes on without",
-                       "unsupported", "session.tools", event.get("event_id"))
+        self.session.tools.client = {t["name"]: ClientTool(t["name"], t["description"],
+                                                           t["parameters"]) for t in new.tools}
         if announce:
             self.emit("session.updated", session=self._session_object())
 
@@ -360,10 +384,14 @@ class RealtimeConnection:
                        event_id=eid)
 
     def _create_item(self, item: Any, eid: str | None) -> None:
+        if isinstance(item, dict) and item.get("type") in ("function_call",
+                                                           "function_call_output"):
+            self._create_tool_item(item, eid)
+            return
         if not isinstance(item, dict) or item.get("type", "message") != "message" \
                 or item.get("role") not in ("user", "assistant", "system"):
-            self.error("supported items are messages (user, assistant, system)",
-                       "unsupported", "item", eid)
+            self.error("supported items are messages (user, assistant, system), "
+                       "function_call and function_call_output", "unsupported", "item", eid)
             return
         parts = item.get("content") or []
         text = " ".join(str(p.get("text") or p.get("transcript") or "") for p in parts
@@ -382,6 +410,38 @@ class RealtimeConnection:
         item_id = item.get("id") or self._new_id("item")
         added = {"id": item_id, "object": "realtime.item", "type": "message", "role": role,
                  "status": "completed", "content": parts}
+        self.emit("conversation.item.added", item=added, previous_item_id=self.convo.last_item)
+        self.emit("conversation.item.done", item=added, previous_item_id=self.convo.last_item)
+        self.convo.last_item = item_id
+
+    def _create_tool_item(self, item: dict[str, Any], eid: str | None) -> None:
+        """A client's function call or its output, into the conversation the LLM reads."""
+        call_id = item.get("call_id")
+        if not isinstance(call_id, str) or not call_id:
+            self.error("a function item needs its call_id", "invalid_value", "item.call_id",
+                       eid)
+            return
+        if item["type"] == "function_call_output":
+            output = item.get("output")
+            if not isinstance(output, str):
+                self.error("output: a string (the function's result)", "invalid_value",
+                           "item.output", eid)
+                return
+            if not self.session.context.has_tool_call(call_id):
+                self.error(f"no function call {call_id!r} in the conversation",
+                           "invalid_value", "item.call_id", eid)
+                return
+            self.session.context.add([tool_result_message(call_id, output)])
+        else:
+            name, arguments = item.get("name"), item.get("arguments") or "{}"
+            if not isinstance(name, str) or not isinstance(arguments, str):
+                self.error("a function_call item has a name and its arguments as a JSON "
+                           "string", "invalid_value", "item", eid)
+                return
+            self.session.context.add([tool_calls_message("", [ToolCall(call_id, name,
+                                                                       arguments)])])
+        item_id = item.get("id") or self._new_id("item")
+        added = {**item, "id": item_id, "object": "realtime.item", "status": "completed"}
         self.emit("conversation.item.added", item=added, previous_item_id=self.convo.last_item)
         self.emit("conversation.item.done", item=added, previous_item_id=self.convo.last_item)
         self.convo.last_item = item_id

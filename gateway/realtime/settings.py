@@ -9,6 +9,7 @@ Shapes as in the `openai` package's types (openai/types/realtime/): audio format
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +42,7 @@ class Settings:
         default_factory=lambda: {"type": "server_vad"})
     temperature: float | None = None
     max_output_tokens: int | None = None  # None: "inf" (the gateway's own limit)
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the client's functions
     model: str = "voxray"
 
     def turn_config(self, base: TurnConfig) -> TurnConfig:
@@ -142,9 +144,30 @@ def updated(current: Settings, session: Any, beta: bool) -> Settings:
                 new.max_output_tokens = n
             else:
                 raise BadSetting(f"session.{key}", f"{n!r}: 1-4096 or \"inf\"")
+    if "tools" in session:
+        new.tools = _tools(session["tools"])
     if isinstance(session.get("model"), str):
         new.model = session["model"]
     return new
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if not isinstance(tools, list):
+        raise BadSetting("session.tools", "a list of function tools")
+    out = []
+    for i, t in enumerate(tools):
+        param = f"session.tools[{i}]"
+        if not isinstance(t, dict) or t.get("type", "function") != "function":
+            raise BadSetting(param, "a function tool ({\"type\": \"function\", ...}); "
+                                    "others are not supported")
+        name, params = t.get("name"), t.get("parameters") or {"type": "object"}
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise BadSetting(f"{param}.name", f"{name!r}: 1-64 letters, digits, _ or -")
+        if not isinstance(params, dict) or params.get("type") != "object":
+            raise BadSetting(f"{param}.parameters", "an object JSON Schema")
+        out.append({"type": "function", "name": name,
+                    "description": str(t.get("description") or ""), "parameters": params})
+    return out
 
 
 def _format_out(fmt: AudioFormat, beta: bool) -> Any:
@@ -163,7 +186,7 @@ def described(s: Settings, session_id: str, voice: str, beta: bool) -> dict[str,
                 "modalities": ["audio", "text"], "instructions": s.instructions,
                 "voice": voice, "input_audio_format": _format_out(s.input_format, True),
                 "output_audio_format": _format_out(s.output_format, True),
-                "turn_detection": s.turn_detection, "tools": [],
+                "turn_detection": s.turn_detection, "tools": s.tools,
                 "temperature": s.temperature if s.temperature is not None else 0.8,
                 "max_response_output_tokens": tokens}
     return {"type": "realtime", "id": session_id, "object": "realtime.session",
@@ -172,4 +195,4 @@ def described(s: Settings, session_id: str, voice: str, beta: bool) -> dict[str,
                                 "turn_detection": s.turn_detection},
                       "output": {"format": _format_out(s.output_format, False),
                                  "voice": voice}},
-            "tools": [], "tool_choice": "auto", "max_output_tokens": tokens}
+            "tools": s.tools, "tool_choice": "auto", "max_output_tokens": tokens}

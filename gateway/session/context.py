@@ -11,6 +11,10 @@ app fits those into its context window and puts its system prompt first.
 
 from __future__ import annotations
 
+import json
+
+from voxray.stage_clients.llm import TOOL_CALLS
+
 Message = tuple[str, str]  # (role, content)
 
 
@@ -56,6 +60,15 @@ class ChatContext:
 
     def last_user(self) -> str:
         return self._messages[-1][1] if self._messages and self._messages[-1][0] == "user" else ""
+
+    def add(self, messages: list[Message]) -> None:
+        """Messages as they are (a tool exchange: the calls made and their results)."""
+        self._messages += messages
+
+    def has_tool_call(self, call_id: str) -> bool:
+        return any(role == TOOL_CALLS and any(c["id"] == call_id
+                                              for c in json.loads(content)["calls"])
+                   for role, content in self._messages)
 
     def agent_heard(self, text: str) -> None:
         """What the caller heard of the agent's reply (nothing: no message, and the next

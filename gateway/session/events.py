@@ -95,10 +95,19 @@ class TurnCommitted:
 class ReplyProgress:
     """A reply reached a milestone: started, first_token, first_audio (an audible chunk
     back from TTS), first_audible (its first audible sample sent to the caller),
-    llm_done, done."""
+    tools_called (an LLM call ended calling tools), llm_done, done."""
 
     reply: int
     stage: str
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class ToolsCalled:
+    """A committed reply runs the gateway's tools the LLM called."""
+
+    reply: int
+    names: tuple[str, ...]
     at: float = field(default_factory=_now)
 
 
@@ -133,4 +142,4 @@ class AgentPaused:
 
 
 SessionEvent = (PauseJudged | TurnHeard | TurnCommitted | ReplyProgress | ReplyDiscarded
-                | AgentPaused | StageRetried)
+                | AgentPaused | StageRetried | ToolsCalled)

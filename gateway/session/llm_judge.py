@@ -16,7 +16,7 @@ import time
 import grpc
 
 from gateway.session.context import Message
-from voxray.stage_clients.llm import llm_metadata
+from voxray.stage_clients.llm import chat_message, llm_metadata
 from voxray.v1 import common_pb2, llm_pb2, llm_pb2_grpc
 
 
@@ -26,7 +26,7 @@ async def llm_p_end(channel: grpc.aio.Channel, conversation_id: str, messages: l
     request = llm_pb2.EndOfTurnRequest(
         meta=common_pb2.Meta(session_id=conversation_id, sent_unix_ns=time.time_ns()),
         conversation_id=conversation_id,
-        messages=[llm_pb2.ChatMessage(role=r, content=c) for r, c in messages])
+        messages=[chat_message(r, c) for r, c in messages])
     try:
         reply = await asyncio.wait_for(
             llm_pb2_grpc.LlmStub(channel).EndOfTurn(request,

@@ -20,6 +20,7 @@ from gateway.session.events import (
     ReplyDiscarded,
     ReplyProgress,
     SessionEvent,
+    ToolsCalled,
     TurnCommitted,
 )
 
@@ -53,6 +54,9 @@ class TurnObserver:
                                       round(event.cost_ms, 1),
                                       {k: round(v, 3) for k, v in event.evidence.items()},
                                       event.words, round(event.words_ms, 1)))
+        elif isinstance(event, ToolsCalled):
+            self._send(ev.Info("tool_called", f"running {', '.join(event.names)}",
+                               {"turn": event.reply, "tools": list(event.names)}))
         elif isinstance(event, ReplyDiscarded):
             self._wasted_tokens += event.llm_tokens
             self._wasted_s += event.tts_audio_s

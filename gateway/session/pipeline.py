@@ -53,12 +53,14 @@ from gateway.session.llm_judge import llm_p_end
 from gateway.session.observer import TurnObserver
 from gateway.session.reply import ReplyHandle
 from gateway.session.retry import Retrier
+from gateway.session.tools import ToolBox
 from gateway.session.turn_policy import Evidence, TurnPolicy
 from gateway.session.turn_taker import AgentLevel, TurnTaker
 from gateway.session.user_speech import UserSpeech
 from gateway.smart_turn import SharedSmartTurn
 from gateway.vad import CHUNK, SileroVad
 from voxray.stage_clients.asr import AsrStream
+from voxray.stage_clients.llm import tool_calls_message
 
 log = logging.getLogger(__name__)
 FINAL_WITHIN_S = 10.0
@@ -101,6 +103,7 @@ class PipelineSession:
         self.send = send
         self.track = AgentAudioTrack(on_first_audible=self._first_audible)
         self.context = ChatContext(config.history_max_chars)
+        self.tools = ToolBox(config.tools, config.tool_filler, config.max_tool_rounds)
         self._no_voice: set[str] = set()  # languages told to have no voice of their own
         self.end_reason = ""  # why a stage ended the session, if one did
         self.turn_cfg = config.turn
@@ -203,7 +206,9 @@ class PipelineSession:
             self._route(self.turns.release())  # the answer is ready: the turn may end
 
     def _ready_stages(self) -> tuple[str, ...]:
-        return ("first_token",) if self.turn_cfg.speculative == "llm" else ("first_audio",)
+        # (a reply that calls tools first is as ready as it gets before it is committed)
+        return ("first_token" if self.turn_cfg.speculative == "llm" else "first_audio",
+                "tools_called")
 
     # -- input ---------------------------------------------------------------------------
 
@@ -365,7 +370,7 @@ class PipelineSession:
             playout=self.track, on_text=self._agent_text, on_event=self._emit,
             speculative=self.turn_cfg.speculative if speculative else "off",
             max_tokens=self.reply_max_tokens, first_tokens=self.cfg.reply_first_tokens,
-            temperature=self.temperature, retry=self.cfg.stage_retry)
+            temperature=self.temperature, retry=self.cfg.stage_retry, tools=self.tools)
         reply.start()
         return reply
 
@@ -447,7 +452,10 @@ class PipelineSession:
         if reply.outcome in ("done", "failed") and self.reply is reply:
             self.reply = None
             said = reply.text if reply.outcome == "done" else reply.heard()
+            self.context.add(reply.tool_exchange)
             self.context.agent_heard(said)
+            if reply.client_calls:
+                self.context.add([tool_calls_message("", reply.client_calls)])
             self._said[reply.id] = said.strip()
             while len(self._said) > 8:
                 self._said.popitem(last=False)
@@ -456,8 +464,10 @@ class PipelineSession:
                 self.send(ev.error(f.stage, f"the reply failed ({f.message}); "
                                             "what was said is kept, so say it again"))
             else:
+                calls = [{"call_id": c.id, "name": c.name, "arguments": c.arguments}
+                         for c in reply.client_calls]
                 self.send(ev.Info("agent_done", "the answer has been played",
-                                  {"turn": reply.id}))
+                                  {"turn": reply.id} | ({"tool_calls": calls} if calls else {})))
 
     def _interrupt(self, heard_chars: int | None = None) -> None:
         """A real interruption: stop the reply, keep only what the user heard."""
@@ -467,6 +477,7 @@ class PipelineSession:
             self.track.clear()
             return
         heard = reply.interrupt(heard_chars)
+        self.context.add(reply.tool_exchange)
         self.context.agent_heard(heard)
         self.send(ev.Interrupted("interrupted", reply.id, heard))
 

@@ -12,6 +12,11 @@ interrupted: `interrupt()` returns what the caller heard), or finished.
 Cancelling cancels both gRPC calls: the LLM replica aborts the engine request,
 the TTS replica stops its synthesis. A failing stage ends the reply with
 `failure` set; what was generated before the failure is still spoken.
+
+With tools, the LLM may call some instead of (or after) saying something: once
+the reply is committed (a tool acts on the world; a guess must not), the
+gateway's own tools run and a new LLM call answers from their results, in the
+same reply; a client's tools end the reply with `client_calls` for the client.
 """
 
 from __future__ import annotations
@@ -27,10 +32,23 @@ import numpy as np
 
 from gateway.config import RetryConfig
 from gateway.session.context import Message
-from gateway.session.events import ReplyDiscarded, ReplyProgress, SessionEvent, StageRetried
+from gateway.session.events import (
+    ReplyDiscarded,
+    ReplyProgress,
+    SessionEvent,
+    StageRetried,
+    ToolsCalled,
+)
 from gateway.session.playout import Playout
 from gateway.session.retry import Retrier
-from voxray.stage_clients.llm import generate, llm_request
+from gateway.session.tools import ToolBox
+from voxray.stage_clients.llm import (
+    ToolCall,
+    generate,
+    llm_request,
+    tool_calls_message,
+    tool_result_message,
+)
 from voxray.v1 import common_pb2, tts_pb2, tts_pb2_grpc
 
 TTS_RATE = 24_000
@@ -58,7 +76,7 @@ class ReplyHandle:
         on_text: Callable[[int, str], None], on_event: Callable[[SessionEvent], None],
         speculative: str = "off", max_tokens: int | None = None, first_tokens: int = 0,
         language: str = "", temperature: float | None = None,
-        retry: RetryConfig | None = None,
+        retry: RetryConfig | None = None, tools: ToolBox | None = None,
     ) -> None:
         self.id = reply_id
         self.language = language  # the user's: the LLM is asked to answer in it
@@ -79,6 +97,12 @@ class ReplyHandle:
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._retry = retry or RetryConfig(attempts=0)
+        self._tools = tools if tools else None
+        self._calls: list[ToolCall] = []  # the last LLM call's
+        # the calls made and their results, for the next LLM call and the chat context
+        self.tool_exchange: list[Message] = []
+        self.client_calls: list[ToolCall] = []  # for the client to run
+        self._round_start = 0  # where the text of the current LLM round begins
         # reply characters the TTS has sent audio for; a new TTS stream starts there
         self._tts_covered = 0
         self._tts_offset = 0  # where the current TTS stream's text starts in the reply
@@ -247,6 +271,7 @@ class ReplyHandle:
                     await asyncio.wait_for(self.reached("first_audio"), FIRST_AUDIO_WAIT_S)
                 left = None if self._max_tokens is None else self._max_tokens - self.llm_tokens
                 await self._llm_retrying(left)
+            await self._run_tools()
         finally:
             self._llm_done = True
             self._milestone("llm_done")
@@ -264,7 +289,7 @@ class ReplyHandle:
             left = None if max_tokens is None else \
                 max(1, max_tokens - (self.llm_tokens - tokens_before))
             try:
-                return await self._llm_call(self.text, left)
+                return await self._llm_call(self.text[self._round_start:], left)
             except grpc.aio.AioRpcError as e:
                 wait = retrier.wait_s(e)
                 if wait is None:
@@ -274,32 +299,68 @@ class ReplyHandle:
 
     async def _llm_call(self, prefix: str, max_tokens: int | None) -> str:
         """Stream one Generate call's deltas into the reply; its finish reason."""
-        request = llm_request(self._cid, self.messages, seq=self.id,
+        request = llm_request(self._cid, [*self.messages, *self.tool_exchange], seq=self.id,
                               **({"max_tokens": max_tokens} if max_tokens else {}),
                               **({"temperature": self._temperature}
                                  if self._temperature is not None else {}))
         request.assistant_prefix = prefix
+        if self._tools is not None:
+            request.tools.extend(self._tools.specs())
         request.reply_language = self.language
         call = generate(self._channel, request)
         finish = ""
+        self._calls = []
         try:
             async for event in call:
-                if event.WhichOneof("kind") != "delta":
+                kind = event.WhichOneof("kind")
+                if kind == "done":
                     finish = event.done.finish_reason
-                    continue
-                delta = event.delta.text
-                self._milestone("first_token")
-                self.text += delta
-                self.llm_tokens += event.delta.token_count
-                if self.state == "speculative":
-                    self._held_text.append(delta)
+                elif kind == "tool_call":
+                    c = event.tool_call
+                    self._calls.append(ToolCall(c.id, c.name, c.arguments))
                 else:
-                    self._on_text(self.id, delta)
-                if self._tts_q is not None:
-                    self._tts_send(text=delta)
+                    self._milestone("first_token")
+                    self.llm_tokens += event.delta.token_count
+                    self._say(event.delta.text)
         finally:
             call.cancel()
+        if self._calls:
+            self._milestone("tools_called")
         return finish
+
+    def _say(self, delta: str) -> None:
+        self.text += delta
+        if self.state == "speculative":
+            self._held_text.append(delta)
+        else:
+            self._on_text(self.id, delta)
+        if self._tts_q is not None:
+            self._tts_send(text=delta)
+
+    async def _run_tools(self) -> None:
+        """Run the gateway's tools the LLM called and answer from their results, up to
+        max_rounds; a client's tools are left for the client."""
+        rounds = 0
+        while self._calls and self._tools is not None:
+            calls, self._calls = self._calls, []
+            await self._committed.wait()
+            if not all(self._tools.runs_here(c.name) for c in calls):
+                self.client_calls = calls
+                return
+            if rounds == self._tools.max_rounds:
+                return  # it keeps calling: what it said so far is the answer
+            rounds += 1
+            if self._tools.filler and not self.text.strip():
+                self._say(self._tools.filler)
+            self._on_event(ToolsCalled(self.id, tuple(c.name for c in calls)))
+            results = await asyncio.gather(*(self._tools.run(c) for c in calls))
+            self.tool_exchange.append(tool_calls_message("", calls))
+            self.tool_exchange += [tool_result_message(c.id, r)
+                                   for c, r in zip(calls, results, strict=True)]
+            if self.text and not self.text[-1].isspace():
+                self._say(" ")
+            self._round_start = len(self.text)
+            await self._llm_retrying(self._max_tokens)
 
     async def _run(self) -> str:
         """The reply's outcome: "done" or "failed"; cancelled, it raises CancelledError

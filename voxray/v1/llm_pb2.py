@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from voxray.v1 import common_pb2 as voxray_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13voxray/v1/llm.proto\x12\tvoxray.v1\x1a\x16voxray/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xad\x01\n\x11SamplingOverrides\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xd0\x01\n\nLlmRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12(\n\x08messages\x18\x03 \x03(\x0b\x32\x16.voxray.v1.ChatMessage\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.voxray.v1.SamplingOverrides\x12\x18\n\x10\x61ssistant_prefix\x18\x05 \x01(\t\x12\x16\n\x0ereply_language\x18\x06 \x01(\t\".\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\r\"\x9b\x01\n\x07LlmDone\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x04 \x01(\r\x12\x18\n\x10\x64ropped_messages\x18\x05 \x01(\r\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\x02\"|\n\x08LlmEvent\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.voxray.v1.TextDeltaH\x00\x12\"\n\x04\x64one\x18\x03 \x01(\x0b\x32\x12.voxray.v1.LlmDoneH\x00\x42\x06\n\x04kind\"t\n\x10\x45ndOfTurnRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12(\n\x08messages\x18\x03 \x03(\x0b\x32\x16.voxray.v1.ChatMessage\"s\n\x0e\x45ndOfTurnReply\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12\r\n\x05p_end\x18\x02 \x01(\x02\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x04 \x01(\r2\x84\x01\n\x03Llm\x12\x38\n\x08Generate\x12\x15.voxray.v1.LlmRequest\x1a\x13.voxray.v1.LlmEvent0\x01\x12\x43\n\tEndOfTurn\x12\x1b.voxray.v1.EndOfTurnRequest\x1a\x19.voxray.v1.EndOfTurnReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13voxray/v1/llm.proto\x12\tvoxray.v1\x1a\x16voxray/v1/common.proto\"k\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\'\n\ntool_calls\x18\x03 \x03(\x0b\x32\x13.voxray.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"F\n\x08ToolSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"\xad\x01\n\x11SamplingOverrides\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\xf4\x01\n\nLlmRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12(\n\x08messages\x18\x03 \x03(\x0b\x32\x16.voxray.v1.ChatMessage\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.voxray.v1.SamplingOverrides\x12\x18\n\x10\x61ssistant_prefix\x18\x05 \x01(\t\x12\x16\n\x0ereply_language\x18\x06 \x01(\t\x12\"\n\x05tools\x18\x07 \x03(\x0b\x32\x13.voxray.v1.ToolSpec\".\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0btoken_count\x18\x02 \x01(\r\"\x9b\x01\n\x07LlmDone\x12\x15\n\rfinish_reason\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x04 \x01(\r\x12\x18\n\x10\x64ropped_messages\x18\x05 \x01(\r\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\x02\"\xa6\x01\n\x08LlmEvent\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.voxray.v1.TextDeltaH\x00\x12\"\n\x04\x64one\x18\x03 \x01(\x0b\x32\x12.voxray.v1.LlmDoneH\x00\x12(\n\ttool_call\x18\x04 \x01(\x0b\x32\x13.voxray.v1.ToolCallH\x00\x42\x06\n\x04kind\"t\n\x10\x45ndOfTurnRequest\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12(\n\x08messages\x18\x03 \x03(\x0b\x32\x16.voxray.v1.ChatMessage\"s\n\x0e\x45ndOfTurnReply\x12\x1d\n\x04meta\x18\x01 \x01(\x0b\x32\x0f.voxray.v1.Meta\x12\r\n\x05p_end\x18\x02 \x01(\x02\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x04 \x01(\r2\x84\x01\n\x03Llm\x12\x38\n\x08Generate\x12\x15.voxray.v1.LlmRequest\x1a\x13.voxray.v1.LlmEvent0\x01\x12\x43\n\tEndOfTurn\x12\x1b.voxray.v1.EndOfTurnRequest\x1a\x19.voxray.v1.EndOfTurnReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxray.v1.llm_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHATMESSAGE']._serialized_start=58
-  _globals['_CHATMESSAGE']._serialized_end=102
-  _globals['_SAMPLINGOVERRIDES']._serialized_start=105
-  _globals['_SAMPLINGOVERRIDES']._serialized_end=278
-  _globals['_LLMREQUEST']._serialized_start=281
-  _globals['_LLMREQUEST']._serialized_end=489
-  _globals['_TEXTDELTA']._serialized_start=491
-  _globals['_TEXTDELTA']._serialized_end=537
-  _globals['_LLMDONE']._serialized_start=540
-  _globals['_LLMDONE']._serialized_end=695
-  _globals['_LLMEVENT']._serialized_start=697
-  _globals['_LLMEVENT']._serialized_end=821
-  _globals['_ENDOFTURNREQUEST']._serialized_start=823
-  _globals['_ENDOFTURNREQUEST']._serialized_end=939
-  _globals['_ENDOFTURNREPLY']._serialized_start=941
-  _globals['_ENDOFTURNREPLY']._serialized_end=1056
-  _globals['_LLM']._serialized_start=1059
-  _globals['_LLM']._serialized_end=1191
+  _globals['_CHATMESSAGE']._serialized_end=165
+  _globals['_TOOLSPEC']._serialized_start=167
+  _globals['_TOOLSPEC']._serialized_end=237
+  _globals['_TOOLCALL']._serialized_start=239
+  _globals['_TOOLCALL']._serialized_end=294
+  _globals['_SAMPLINGOVERRIDES']._serialized_start=297
+  _globals['_SAMPLINGOVERRIDES']._serialized_end=470
+  _globals['_LLMREQUEST']._serialized_start=473
+  _globals['_LLMREQUEST']._serialized_end=717
+  _globals['_TEXTDELTA']._serialized_start=719
+  _globals['_TEXTDELTA']._serialized_end=765
+  _globals['_LLMDONE']._serialized_start=768
+  _globals['_LLMDONE']._serialized_end=923
+  _globals['_LLMEVENT']._serialized_start=926
+  _globals['_LLMEVENT']._serialized_end=1092
+  _globals['_ENDOFTURNREQUEST']._serialized_start=1094
+  _globals['_ENDOFTURNREQUEST']._serialized_end=1210
+  _globals['_ENDOFTURNREPLY']._serialized_start=1212
+  _globals['_ENDOFTURNREPLY']._serialized_end=1327
+  _globals['_LLM']._serialized_start=1330
+  _globals['_LLM']._serialized_end=1462
 # @@protoc_insertion_point(module_scope)
