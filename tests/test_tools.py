@@ -248,6 +248,25 @@ async def test_a_realtime_client_runs_its_own_tool_and_the_agent_answers_from_it
             "type": "function_call_output", "call_id": "call-nope", "output": "x"})
         error = await caller.wait_event("error", 10, since)
         assert "call-nope" in error.error.message
+
+        # items can be read back and taken out of what the LLM reads
+        since = len(caller.events)
+        await caller.conn.conversation.item.retrieve(item_id=calls[0].id)
+        got = await caller.wait_event("conversation.item.retrieved", 10, since)
+        assert got.item.type == "function_call" and got.item.call_id == calls[0].call_id
+        output_item = next(e.item for e in caller.of_type("conversation.item.added")
+                           if e.item.type == "function_call_output")
+        for item_id in (output_item.id, calls[0].id, done.response.output[0].id):
+            since = len(caller.events)
+            await caller.conn.conversation.item.delete(item_id=item_id)
+            deleted = await caller.wait_event(("conversation.item.deleted", "error"), 10, since)
+            assert deleted.type == "conversation.item.deleted", deleted
+            assert deleted.item_id == item_id
+        assert [r for r, _ in call.session.context.messages] == ["user"]  # type: ignore[attr-defined]
+        since = len(caller.events)
+        await caller.conn.conversation.item.delete(item_id=calls[0].id)  # already gone
+        error = await caller.wait_event("error", 10, since)
+        assert error.error.code == "item_not_found"
     finally:
         await caller.close()
         await runner.cleanup()

@@ -48,7 +48,13 @@ from gateway.session.events import (
 from gateway.session.pipeline import PipelineSession
 from gateway.session.tools import ClientTool
 from gateway.vad import SAMPLE_RATE
-from voxray.stage_clients.llm import ToolCall, tool_calls_message, tool_result_message
+from voxray.stage_clients.llm import (
+    TOOL_CALLS,
+    TOOL_RESULT,
+    ToolCall,
+    tool_calls_message,
+    tool_result_message,
+)
 
 log = logging.getLogger(__name__)
 BETA_NAMES = {
@@ -103,7 +109,25 @@ class Conversation:
     speaking: UserItem | None = None  # the user turn under way
     to_transcribe: list[UserItem] = field(default_factory=list)  # ended, awaiting finals
     responses: dict[int, Response] = field(default_factory=dict)  # by reply id
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)  # as last described
     replies_by_item: dict[str, int] = field(default_factory=dict)
+
+
+def _context_message(item: dict[str, Any]) -> Callable[[str, str], bool]:
+    """Which chat-context message a Realtime item is."""
+    kind = item.get("type")
+    if kind == "function_call_output":
+        call_id = item.get("call_id")
+        return lambda role, content: role == TOOL_RESULT and \
+            json.loads(content)["call_id"] == call_id
+    if kind == "function_call":
+        call_id = item.get("call_id")
+        return lambda role, content: role == TOOL_CALLS and \
+            [c["id"] for c in json.loads(content)["calls"]] == [call_id]
+    text = " ".join(str(p.get("text") or p.get("transcript") or "")
+                    for p in item.get("content") or [] if isinstance(p, dict)).strip()
+    role = item.get("role")
+    return lambda r, content: r == role and content.strip() == text
 
 
 class RealtimeConnection:
@@ -138,6 +162,8 @@ class RealtimeConnection:
         return f"{kind}_{self._ids}{self._n:04d}"
 
     def emit(self, type_: str, **fields: Any) -> None:
+        if type_ in ("conversation.item.added", "conversation.item.done"):
+            self.convo.items[fields["item"]["id"]] = fields["item"]
         name = BETA_NAMES.get(type_, type_) if self.beta else type_
         self._out.put_nowait(json.dumps({"type": name, "event_id": self._new_id("event"),
                                          **fields}))
@@ -364,8 +390,15 @@ class RealtimeConnection:
                 self._create_item(event.get("item"), eid)
             elif kind == "conversation.item.truncate":
                 self._truncate(event, eid)
-            elif kind in ("conversation.item.delete", "conversation.item.retrieve"):
-                self.error(f"{kind} is not supported yet", "unsupported", event_id=eid)
+            elif kind == "conversation.item.retrieve":
+                item = self.convo.items.get(str(event.get("item_id")))
+                if item is None:
+                    self.error(f"no item {event.get('item_id')!r}", "item_not_found",
+                               "item_id", eid)
+                else:
+                    self.emit("conversation.item.retrieved", item=item)
+            elif kind == "conversation.item.delete":
+                self._delete(event.get("item_id"), eid)
             elif kind == "output_audio_buffer.clear":
                 # WebRTC: stop the agent's audio now (what was played stays heard)
                 self.session.cancel_reply()
@@ -445,6 +478,27 @@ class RealtimeConnection:
         self.emit("conversation.item.added", item=added, previous_item_id=self.convo.last_item)
         self.emit("conversation.item.done", item=added, previous_item_id=self.convo.last_item)
         self.convo.last_item = item_id
+
+    def _delete(self, item_id: Any, eid: str | None) -> None:
+        """Take an item out of the conversation the LLM reads from the next reply on."""
+        item = self.convo.items.get(str(item_id))
+        if item is None:
+            self.error(f"no item {item_id!r}", "item_not_found", "item_id", eid)
+            return
+        if item["id"] in self.convo.replies_by_item and \
+                self.convo.replies_by_item[item["id"]] in self.convo.responses:
+            self.error("the response is still under way: cancel it first", "item_in_use",
+                       "item_id", eid)
+            return
+        if item.get("role") == "system":
+            self.session.context.instructions = ""
+        elif not self.session.context.remove(_context_message(item)):
+            self.error(f"item {item_id!r} is part of a longer message in the conversation "
+                       "(the user went on speaking) and cannot be taken out alone",
+                       "item_not_deletable", "item_id", eid)
+            return
+        del self.convo.items[item["id"]]
+        self.emit("conversation.item.deleted", item_id=item["id"])
 
     def _truncate(self, event: dict[str, Any], eid: str | None) -> None:
         item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")

@@ -12,6 +12,7 @@ app fits those into its context window and puts its system prompt first.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from voxray.stage_clients.llm import TOOL_CALLS
 
@@ -64,6 +65,14 @@ class ChatContext:
     def add(self, messages: list[Message]) -> None:
         """Messages as they are (a tool exchange: the calls made and their results)."""
         self._messages += messages
+
+    def remove(self, which: Callable[[str, str], bool]) -> bool:
+        """Take out the newest message `which` picks; whether there was one."""
+        for i in range(len(self._messages) - 1, -1, -1):
+            if which(*self._messages[i]):
+                del self._messages[i]
+                return True
+        return False
 
     def has_tool_call(self, call_id: str) -> bool:
         return any(role == TOOL_CALLS and any(c["id"] == call_id
