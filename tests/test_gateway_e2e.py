@@ -295,7 +295,7 @@ async def start_gateway(stages: str, **settings: object) -> tuple[web.AppRunner,
     return runner, gw, f"http://127.0.0.1:{config.port}"
 
 
-async def test_unreachable_stages_end_the_session_with_a_reason() -> None:
+async def test_unreachable_stages_are_reported_and_the_next_words_try_again() -> None:
     runner, gw, url = await start_gateway(f"127.0.0.1:{runtime.free_port()}",
                                           stage_retry={"attempts": 2, "backoff_ms": 50})
     try:
@@ -306,8 +306,14 @@ async def test_unreachable_stages_end_the_session_with_a_reason() -> None:
         # new streams were tried first, as many as configured
         retries = [e["detail"]["attempt"] for e in caller.events if e["type"] == "stage_retry"]
         assert retries == [1, 2], caller.events
-        await until(lambda: not gw.calls, within_s=20, what="the session ends")
+        # the call stays up; speaking tries the stage again (and is told again)
+        n = len(caller.events)
+        assert gw.calls
+        caller.mic.say(load_48k("tests/data/speech/s11.wav"))
+        await caller.wait_event("error", 30, since=n)
+        assert gw.calls
         await caller.hang_up()
+        await until(lambda: not gw.calls, within_s=20, what="the session ends on hang-up")
     finally:
         await runner.cleanup()
 

@@ -294,6 +294,37 @@ async def test_other_speculation_modes_answer_the_same(speculative: str) -> None
         assert call.session.context.messages[-1] == ("assistant", script.answer)
 
 
+async def test_when_the_asr_retries_are_spent_the_session_stays_and_the_next_words_work(
+        ) -> None:
+    """No retries left: the turn under way is lost, and the caller is told so; the session
+    stays open, and the next thing said opens a new stream and is answered."""
+    text = "What time does the pharmacy close today?"
+    script = Script(asr_texts=[text] * 4, fail_asr_after_audio=40)
+    async with Call(script, retry=RetryConfig(attempts=0)) as call:
+        await call.say(speech("q01"))
+        error = await call.wait("error")
+        assert error["detail"]["stage"] == "asr" and "say it again" in error["message"]
+        assert not call.session.closed.is_set() and not call.of("turn_metrics")
+        # (speech after a pause in that utterance opens a new stream already, and may be
+        # answered): once the call is quiet, the same question again
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.5:
+            if call.session.turns.in_turn or call.session.reply is not None:
+                quiet_since = time.monotonic()
+            await asyncio.sleep(0.05)
+        again = time.monotonic()
+        await call.say(speech("q01"))
+        deadline = time.monotonic() + 30
+        while not [t for t, _ in call.of("agent_done") if t > again]:
+            assert time.monotonic() < deadline, [e["type"] for _, e in call.events]
+            await asyncio.sleep(0.05)
+        (_, final), *_ = [(t, e) for t, e in call.of("final") if t > again]
+        assert final["text"] == text
+        assert len(call.of("error")) == 1  # the lost turn, said once
+        assert len(script.asr_samples) >= 2 and not call.of("stage_retry")
+        assert call.session.context.messages[-2:] == [("user", text), ("assistant", script.answer)]
+
+
 async def test_a_failed_asr_stream_is_replaced_and_the_turn_heard_again() -> None:
     """The ASR replica dies mid-utterance: a new stream hears the whole utterance again
     (from its preroll on), its final answers the turn, and the caller is told."""

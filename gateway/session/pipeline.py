@@ -52,7 +52,7 @@ from gateway.session.events import (
 from gateway.session.llm_judge import llm_p_end
 from gateway.session.observer import TurnObserver
 from gateway.session.reply import ReplyHandle
-from gateway.session.retry import Retrier
+from gateway.session.retry import RETRYABLE, Retrier
 from gateway.session.tools import ToolBox
 from gateway.session.turn_policy import Evidence, TurnPolicy
 from gateway.session.turn_taker import AgentLevel, TurnTaker
@@ -135,6 +135,8 @@ class PipelineSession:
         self._manual_end = 0
         self._pending_finals: list[asyncio.Task[object]] = []
         self._asr_recovering_until = 0.0  # a failed ASR stream is being replaced until then
+        self._speech_again = asyncio.Event()  # the user started speaking (ASR retries spent)
+        self._asr_down: grpc.aio.AioRpcError | None = None  # until the next speech
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -249,6 +251,7 @@ class PipelineSession:
 
     def _speech_started(self, e: SpeechStarted) -> None:
         assert self.speech is not None
+        self._speech_again.set()
         self.speech.start_turn()
         if self._agent_busy():
             self.track.pause()  # at once; resume or interrupt is decided later
@@ -387,6 +390,8 @@ class PipelineSession:
         decided = time.monotonic()
         last_voiced_at = self._clock.at(e.last_voiced_sample, decided)
         final = self.speech.end_turn(e.last_voiced_sample)
+        if self._asr_down is not None:  # lost with the stream, and the caller was told
+            final.set_exception(self._asr_down)
         spec, self.spec = self.spec, None  # prepared for this turn
         self._spawn(self._commit(final, spec, last_voiced_at, decided))
 
@@ -604,20 +609,41 @@ class PipelineSession:
                 return
             wait = retrier.wait_s(error)
             if wait is None:
-                break
-            log.warning("session %s: ASR stream failed (%s: %s); new stream, try %d",
-                        self.id, error.code().name, error.details(), retrier.attempt)
-            self._retried(StageRetried("asr", retrier.attempt, error.code().name))
+                if not await self._asr_spent(error):
+                    return
+                retrier = Retrier(self.cfg.stage_retry)  # the user spoke: a new budget
+                wait = 0.0
+            else:
+                log.warning("session %s: ASR stream failed (%s: %s); new stream, try %d",
+                            self.id, error.code().name, error.details(), retrier.attempt)
+                self._retried(StageRetried("asr", retrier.attempt, error.code().name))
             self._asr_recovering_until = max(self._asr_recovering_until, time.monotonic()
                                              + self.cfg.stage_retry.deadline_s)
             await asyncio.sleep(wait)
             asr = await streams.enter_async_context(AsrStream(self.channel, self.id))
             self.speech.replay(asr)
+
+    async def _asr_spent(self, error: grpc.aio.AioRpcError) -> bool:
+        """The ASR retries are spent: what was said is lost, and the caller is told. A
+        stream the stage refused ends the session (it would be refused again); otherwise
+        the session stays open and the next speech tries again (True, once it starts)."""
+        assert self.speech is not None
         self.speech.fail(error)
-        self.send(ev.error("asr", f"{error.code().name}: {error.details()}"))
+        self._asr_recovering_until = 0.0
         log.warning("session %s: ASR stream failed: %s", self.id, error.details())
-        self.end_reason = f"asr stage failed: {error.code().name}"
-        self.closed.set()  # ends the session
+        if error.code() not in RETRYABLE:
+            self.send(ev.error("asr", f"{error.code().name}: {error.details()}"))
+            self.end_reason = f"asr stage failed: {error.code().name}"
+            self.closed.set()  # ends the session
+            return False
+        self.send(ev.error("asr", f"{error.code().name}: {error.details()}; what you said "
+                                  "was not heard: say it again (your next words open a new "
+                                  "stream)"))
+        self._asr_down = error
+        self._speech_again.clear()
+        await self._speech_again.wait()
+        self._asr_down = None
+        return True
 
     async def _final(self, final: asyncio.Future[str]) -> str:
         """A turn's final transcript within FINAL_WITHIN_S, or longer while a failed ASR
