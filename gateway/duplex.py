@@ -22,12 +22,18 @@ from gateway import events as ev
 from gateway.audio_in import level_db, resampled
 from gateway.config import GatewayConfig
 from gateway.events import SessionEnded
+from gateway.session.retry import Retrier
 from voxray.paced_track import PacedAudioTrack
 from voxray.stage_clients.moshi import FRAME_SAMPLES, SAMPLE_RATE, MoshiStream
 
 log = logging.getLogger(__name__)
 
 VOICE_DB = -45.0  # a mic frame louder than this counts as the user being there
+
+
+def _unavailable(details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                grpc.aio.Metadata(), details)
 
 
 class DuplexUnavailable(Exception):
@@ -98,6 +104,7 @@ class DuplexSession:
         self.track = JitterTrack()
         self.last_voice_at = time.monotonic()
         self.closed = asyncio.Event()
+        self._channel = channel
         self._moshi = MoshiStream(channel, self.id, ready_within_s=config.duplex_connect_s)
         self._connected = False
 
@@ -119,9 +126,9 @@ class DuplexSession:
                           {"replica": ready.replica_id, "slot": ready.slot}))
 
     async def run(self, mic: MediaStreamTrack) -> None:
-        """Until the mic track ends, Moshi ends the stream, or the session is closed.
+        """Until the mic track ends or the session is closed.
 
-        Raises SessionEnded when Moshi ends or fails the conversation.
+        Raises SessionEnded when the Moshi stream fails and no new one can be had.
         """
         assert self._connected, "connect() first"
         parts = [asyncio.ensure_future(self._listen(mic)), asyncio.ensure_future(self._play()),
@@ -143,15 +150,56 @@ class DuplexSession:
             self._moshi.send_frame(pcm.astype("<i2").tobytes())
 
     async def _play(self) -> None:
-        try:
-            async for out in self._moshi.outputs():
-                self.track.push(np.frombuffer(out.audio.pcm16, dtype="<i2"))
-                if out.text:
-                    self.send(ev.AgentText("agent_text", 0, out.text))
-        except grpc.aio.AioRpcError as e:
-            self.send(ev.error("moshi", f"{e.code().name}: {e.details()}"))
-            raise SessionEnded(f"duplex stage failed: {e.code().name}") from None
-        raise SessionEnded("duplex stage ended the conversation")
+        retrier = Retrier(self.cfg.stage_retry)
+        while True:
+            try:
+                async for out in self._moshi.outputs():
+                    retrier.worked()
+                    self.track.push(np.frombuffer(out.audio.pcm16, dtype="<i2"))
+                    if out.text:
+                        self.send(ev.AgentText("agent_text", 0, out.text))
+                # ended while the call goes on: a drained or lost replica
+                error = _unavailable("the Moshi stream ended")
+            except grpc.aio.AioRpcError as e:
+                error = e
+            if self.closed.is_set():
+                return
+            await self._new_conversation(retrier, error)
+
+    async def _new_conversation(self, retrier: Retrier, error: grpc.aio.AioRpcError) -> None:
+        """The Moshi stream failed: a new one, on whatever slot Serve finds (the model's
+        state went with the old one, so it starts afresh). Meanwhile the caller hears
+        silence; SessionEnded when the retries (stage_retry) are spent."""
+        while True:
+            wait = retrier.wait_s(error)
+            if wait is None:
+                self.send(ev.error("moshi", f"{error.code().name}: {error.details()}"))
+                raise SessionEnded(f"duplex stage failed: {error.code().name}")
+            log.warning("session %s: Moshi stream failed (%s: %s); new stream, try %d",
+                        self.id, error.code().name, error.details(), retrier.attempt)
+            self.send(ev.Info("stage_retry", f"the Moshi stream failed ({error.code().name}); "
+                              "a new conversation starts", {"stage": "moshi",
+                                                            "attempt": retrier.attempt}))
+            await asyncio.sleep(wait)
+            stream = MoshiStream(self._channel, self.id, ready_within_s=self.cfg.duplex_connect_s)
+            try:
+                await stream.__aenter__()
+            except TimeoutError:
+                error = _unavailable("no Moshi slot came free in time")
+                continue
+            except grpc.aio.AioRpcError as e:
+                error = e
+                continue
+            except RuntimeError as e:  # a stream that did not start with `ready`
+                error = _unavailable(str(e))
+                continue
+            old, self._moshi = self._moshi, stream
+            await old.__aexit__(None, None, None)
+            assert stream.ready is not None
+            self.send(ev.Info("duplex_restarted", "Moshi's replica was lost: a new "
+                              "conversation started (it does not remember the old one)",
+                              {"replica": stream.ready.replica_id, "slot": stream.ready.slot}))
+            return
 
     async def close(self) -> None:
         self.closed.set()

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 import ray
 from ray import serve
@@ -101,3 +102,36 @@ async def test_the_tts_replica_dies_mid_reply_and_the_answer_goes_on(serve_grpc:
         await caller.hang_up()
         await runner.cleanup()
     await recovered("tts", victim, "tts#TtsDeployment")
+
+
+async def test_the_moshi_replica_dies_mid_call_and_a_new_conversation_goes_on(
+        serve_grpc: str) -> None:
+    """Duplex: the Moshi replica is killed while the caller talks with it. The gateway
+    takes a slot on the replica Serve starts instead, says so, and the audio flows again."""
+    runner, gw, url = await start_gateway(serve_grpc, stage_retry={
+        "attempts": 50, "deadline_s": 240, "max_backoff_ms": 2000})
+    (victim,) = replicas("moshi#MoshiDeployment")
+    caller = Caller(url, mode="duplex")
+    await caller.connect()
+    try:
+        await caller.wait_event("duplex_ready", 10)
+        caller.mic.say(load_48k(f"{SPEECH}/s03.wav"))
+        await asyncio.sleep(1.0)
+        n = len(caller.events)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        retry = await caller.wait_event("stage_retry", 30, since=n)
+        assert retry["detail"]["stage"] == "moshi"
+        restarted = await caller.wait_event("duplex_restarted", 240, since=n)
+        assert restarted["detail"]["slot"] in range(4)
+        assert len(gw.calls) == 1
+        # the new conversation is heard: Moshi's (loud, random) voice arrives again
+        at = time.monotonic()
+        caller.mic.say(load_48k(f"{SPEECH}/s11.wav"))
+        await until(lambda: int((np.abs(caller.heard.pcm(since=at).astype(np.int32)) > 300)
+                                .sum()) > 24_000, within_s=30,
+                    what="Moshi's voice after the restart")
+        assert not [e for e in caller.events[n:] if e["type"] == "error"], caller.events[n:]
+    finally:
+        await caller.hang_up()
+        await runner.cleanup()
+    await recovered("moshi", victim, "moshi#MoshiDeployment")
