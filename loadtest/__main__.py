@@ -104,8 +104,21 @@ def parser() -> argparse.ArgumentParser:
     th.add_argument("--fail-gateway-ttfat-p95-ms", type=float)
     th.add_argument("--fail-error-rate", type=float, help="failed turns / turns, e.g. 0.01")
     th.add_argument("--fail-dropped", type=int, metavar="N", help="more than N dropped sessions")
+    th.add_argument("--fail-unexplained", type=int, metavar="N",
+                    help="more than N turns that failed with no event saying why")
     th.add_argument("--exit-code-on-error", type=int, default=0,
                     help="exit with this code if any turn or session failed (Locust: 1)")
+    ch = ap.add_argument_group("chaos and soak")
+    ch.add_argument("--kill", metavar="APPS",
+                    help="kill a replica of these Serve applications in turn (e.g. asr,llm,tts) "
+                    "every --kill-every, as a lost node would; the report counts what it did")
+    ch.add_argument("--kill-every", type=parse_duration, default=30.0,
+                    help="time between kills (default 30s); the first comes after the same")
+    ch.add_argument("--soak", action="store_true",
+                    help="sample the RSS of the gateway and of every replica through the run "
+                    "and report its growth per 10 minutes after --soak-warmup")
+    ch.add_argument("--soak-interval", type=parse_duration, default=10.0)
+    ch.add_argument("--soak-warmup", type=parse_duration, default=300.0)
     co = ap.add_argument_group("cost")
     co.add_argument("--gpu-price-per-hour", type=float,
                     help="price of one GPU (or of the machine the stages run on) per hour")
@@ -128,6 +141,22 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--run-time must be above 0 and at most {MAX_RUN_TIME_S:.0f} s")
         if ns.spawn_rate <= 0:
             raise UsageError("--spawn-rate must be above 0")
+        kill = None
+        if ns.kill is not None:
+            from loadtest.harness.faults import KillPlan, parse_targets
+
+            if ray_address is None:
+                raise UsageError("--kill needs the Ray cluster (not --ray-address none)")
+            if ns.kill_every < 1:
+                raise UsageError("--kill-every must be at least 1 s")
+            try:
+                kill = KillPlan(parse_targets(ns.kill), ns.kill_every, ns.kill_every,
+                                until_s=ns.run_time)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        if ns.soak and (ns.soak_interval < 1 or ns.soak_warmup >= ns.run_time):
+            raise UsageError("--soak needs --soak-interval of 1 s or more and --soak-warmup "
+                             "shorter than --run-time")
         from loadtest.harness.scenario import ScenarioError, load_scenario
         from loadtest.harness.stats import output_path
 
@@ -153,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aioice").setLevel(logging.ERROR)
     thresholds = Thresholds(ttfat_p95_ms=ns.fail_ttfat_p95_ms, ttfat_p99_ms=ns.fail_ttfat_p99_ms,
                             gateway_ttfat_p95_ms=ns.fail_gateway_ttfat_p95_ms,
-                            error_rate=ns.fail_error_rate, max_dropped=ns.fail_dropped)
+                            error_rate=ns.fail_error_rate, max_dropped=ns.fail_dropped,
+                            max_unexplained=ns.fail_unexplained)
     cost = None
     if ns.gpu_price_per_hour is not None:
         cost = Cost(ns.gpu_price_per_hour, ns.gpus, ns.api_price_per_minute,
@@ -161,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = RunOptions(url=url, users=ns.users, spawn_rate=ns.spawn_rate, run_time_s=ns.run_time,
                       stop_timeout_s=ns.stop_timeout,
                       print_every_s=0 if ns.only_summary else 2.0, ray_address=ray_address,
-                      seed=ns.seed)
+                      seed=ns.seed, kill=kill,
+                      soak_interval_s=ns.soak_interval if ns.soak else None,
+                      soak_warmup_s=ns.soak_warmup)
     print(f"loadtest: {ns.users} users ({ns.spawn_rate:g}/s) for {ns.run_time:.0f} s against "
           f"{url}, scenario {scenario.name}", flush=True)
     stats, report = asyncio.run(run(scenario, opts, thresholds, cost))

@@ -224,3 +224,55 @@ async def test_full_gateway_refusals_barge_in_and_a_failed_threshold(
     assert rc == 1 and not report["thresholds"]["passed"]
     assert "--ray-address none" in report["replicas"]["error"]
     assert "replicas: not recorded" in report["text"]
+
+
+@pytest.mark.slow
+async def test_chaos_kills_a_replica_mid_run_and_soak_samples_memory(
+        gateway: tuple[Gateway, str], tmp_path: Path) -> None:
+    """`--kill tts`: the harness kills the TTS replica while callers talk; the report
+    counts the kill and the turns under way at it, no session is dropped and no turn
+    fails without an event saying why. `--soak` samples every process's memory."""
+    from ray import serve
+
+    from tests.test_failover_e2e import recovered, replicas
+
+    gw, url = gateway
+    (victim,) = replicas("tts#TtsDeployment")
+    sc = write_scenario(tmp_path, turns_per_session=3)
+    rc = await asyncio.to_thread(main, [
+        "--url", url, "--scenario", sc, "--users", "2", "--spawn-rate", "2", "--run-time", "30s",
+        "--only-summary", "--json", str(tmp_path / "r.json"), "--kill", "tts",
+        "--kill-every", "15s", "--soak", "--soak-interval", "2s", "--soak-warmup", "4s",
+        "--fail-dropped", "0", "--fail-unexplained", "0"])
+    report, _ = read_outputs(str(tmp_path / "r"))
+    c, f = report["counters"], report["faults"]
+    assert f["error"] is None, f
+    # one kill: at 15 s (the next would be at the run's end, when no more come)
+    assert len(f["kills"]) == 1 and f["kills"][0]["replica"] == victim, f
+    assert 14 <= f["kills"][0]["t_s"] <= 20
+    assert c["sessions_dropped"] == 0 and c["turns_unexplained"] == 0, report["text"]
+    assert c["turns_ok"] >= 1, report["text"]
+    assert f["turns_across_a_kill"] >= 1, report["text"]
+    assert "replicas killed (tts at" in report["text"]
+    assert rc == 0, report["text"]
+    procs = report["memory"]["processes"]
+    assert procs["gateway"]["samples"] >= 10 and procs["gateway"]["last_mb"] > 50
+    tts = [p for label, p in procs.items() if label.startswith("tts/TtsDeployment pid")]
+    assert len(tts) >= 2, procs  # the killed replica and the one Serve started instead
+    assert {"asr/AsrDeployment", "llm/LlmDeployment"} <= {
+        label.split(" pid")[0] for label in procs}
+    assert "growth" in report["text"]
+    await until(lambda: not gw.calls, what="every caller hung up")
+    await recovered("tts", victim, "tts#TtsDeployment")
+    assert serve.status().applications["tts"].status.value == "RUNNING"
+
+
+def test_chaos_and_soak_flags_are_checked(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    sc = write_scenario(tmp_path)
+    assert main(["--scenario", sc, "--kill", "tts", "--ray-address", "none"]) == 2
+    assert "--kill needs the Ray cluster" in capsys.readouterr().err
+    assert main(["--scenario", sc, "--kill", " , "]) == 2
+    assert "--kill needs one or more" in capsys.readouterr().err
+    assert main(["--scenario", sc, "--soak", "--run-time", "60s", "--soak-warmup", "5m"]) == 2
+    assert "--soak-warmup" in capsys.readouterr().err

@@ -50,6 +50,7 @@ class ReplicaPoller:
         self._thread: threading.Thread | None = None
         self._t0 = time.monotonic()
         self._connected_here = False
+        self.connected = threading.Event()  # the driver is connected (or cannot be)
 
     def start(self, t0: float) -> None:
         self._t0 = t0
@@ -59,16 +60,18 @@ class ReplicaPoller:
     def _run(self) -> None:
         import ray
 
-        if self.address is None:
-            self.error = "not asked for (--ray-address none)"
-            return
         try:
+            if self.address is None:
+                self.error = "not asked for (--ray-address none)"
+                return
             if not ray.is_initialized():
                 connect(self.address)
                 self._connected_here = True
         except Exception as e:  # noqa: BLE001 - the run goes on without replica counts
             self.error = f"could not reach the Ray cluster at {self.address}: {e}"
             return
+        finally:
+            self.connected.set()
         while not self._stop.is_set():
             try:
                 states = serve_replicas()

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.harness.stats import RunStats
+from loadtest.harness.stats import TURN_KINDS, RunStats, TurnRecord, percentiles
 
 
 @dataclass
@@ -18,6 +18,7 @@ class Thresholds:
     gateway_ttfat_p95_ms: float | None = None
     error_rate: float | None = None  # failed turns / all turns
     max_dropped: int | None = None  # sessions ended by the gateway or an error
+    max_unexplained: int | None = None  # failed turns with no event saying why
 
 
 @dataclass
@@ -54,6 +55,7 @@ def check(thresholds: Thresholds, metrics: dict[str, Any], counters: dict[str, A
     failed = counters["turns_failed"] + counters["barge_ins_failed"]
     add("turn error rate", thresholds.error_rate, failed / all_turns if all_turns else None)
     add("dropped sessions", thresholds.max_dropped, counters["sessions_dropped"])
+    add("unexplained failed turns", thresholds.max_unexplained, counters["turns_unexplained"])
     return out
 
 
@@ -84,8 +86,28 @@ def cost_section(cost: Cost, stats: RunStats, sustained: float, slo_met: bool | 
     return out
 
 
+def fault_section(stats: RunStats, kills: list[dict[str, Any]], error: str | None
+                  ) -> dict[str, Any]:
+    """What the kills did: the turns under way at a kill (from the utterance's start to
+    the end of its reply) against the rest."""
+    at = [k["t_s"] for k in kills if "replica" in k]
+    crossed = [t for t in stats.turns if any(t.t_s <= k <= t.end_s for k in at)]
+    others = [t for t in stats.turns if t not in crossed]
+
+    def ttfat(turns: list[TurnRecord]) -> dict[str, float | int | None]:
+        return percentiles([t.client_ttfat_ms for t in turns
+                            if t.ok and t.kind in TURN_KINDS and t.client_ttfat_ms is not None])
+
+    return {"kills": kills, "error": error, "replicas_killed": len(at),
+            "turns_across_a_kill": len(crossed),
+            "turns_across_a_kill_failed": sum(not t.ok for t in crossed),
+            "ttfat_across_a_kill_ms": ttfat(crossed), "ttfat_other_turns_ms": ttfat(others)}
+
+
 def build(stats: RunStats, *, scenario: dict[str, Any], run: dict[str, Any],
-          thresholds: Thresholds, cost: Cost | None, replicas: dict[str, Any]) -> dict[str, Any]:
+          thresholds: Thresholds, cost: Cost | None, replicas: dict[str, Any],
+          faults: dict[str, Any] | None = None, memory: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
     metrics = stats.metric_table()
     counters = stats.counters()
     checks = check(thresholds, metrics, counters)
@@ -102,6 +124,10 @@ def build(stats: RunStats, *, scenario: dict[str, Any], run: dict[str, Any],
         "harness": {"loop_lag_p95_ms": round(float(np.percentile(lag, 95)), 1) if lag else None,
                     "loop_lag_max_ms": round(max(lag), 1) if lag else None},
     }
+    if faults is not None:
+        report["faults"] = fault_section(stats, faults["kills"], faults["error"])
+    if memory is not None:
+        report["memory"] = memory
     if cost is not None:
         report["cost"] = cost_section(cost, stats, sustained,
                                       slo[0]["passed"] if slo else None)
@@ -130,7 +156,8 @@ def text(r: dict[str, Any]) -> str:
               f"completed, {c['sessions_refused']} refused (gateway full), "
               f"{c['sessions_failed']} failed to connect, {c['sessions_dropped']} dropped; "
               f"peak {c['peak_open_sessions']} open, {run['sustained_sessions']} sustained",
-              f"turns: {c['turns_ok']} ok, {c['turns_failed']} failed; barge-ins: "
+              f"turns: {c['turns_ok']} ok, {c['turns_failed']} failed "
+              f"({c['turns_unexplained']} with no event saying why); barge-ins: "
               f"{c['barge_ins_ok']} ok, {c['barge_ins_failed']} failed; underruns: "
               f"{c['underruns']} in {c['turns_with_underruns']} turns; "
               f"{c['conversation_minutes']} conversation-minutes"]
@@ -148,6 +175,28 @@ def text(r: dict[str, Any]) -> str:
             lines.append(f"  {d:<28} start {s['start']}, max {s['max']}, end {s['end']}{extra}")
     elif r["replicas"].get("error"):
         lines.append(f"replicas: not recorded ({r['replicas']['error']})")
+    if "faults" in r:
+        f = r["faults"]
+        lines.append(f"faults: {f['replicas_killed']} replicas killed ("
+                     + ", ".join(f"{k['app']} at {k['t_s']:.0f} s" + (
+                         f" [{k['error']}]" if "error" in k else "") for k in f["kills"])
+                     + f"); {f['turns_across_a_kill']} turns under way at a kill, "
+                     f"{f['turns_across_a_kill_failed']} of them failed; TTFAT p50/p95 "
+                     f"{_ms(f['ttfat_across_a_kill_ms']['p50'])}/"
+                     f"{_ms(f['ttfat_across_a_kill_ms']['p95'])} ms across a kill, "
+                     f"{_ms(f['ttfat_other_turns_ms']['p50'])}/"
+                     f"{_ms(f['ttfat_other_turns_ms']['p95'])} ms otherwise")
+        if f["error"]:
+            lines.append(f"  faults: {f['error']}")
+    if "memory" in r:
+        m = r["memory"]
+        lines.append(f"memory (RSS, growth per 10 min after {m['warmup_s']:.0f} s of warm-up):")
+        for label, p in m["processes"].items():
+            growth = p["growth_mb_per_10min"]
+            lines.append(f"  {label:<40} {p['first_mb']:>7.0f} -> {p['last_mb']:>7.0f} MB, "
+                         + ("growth -" if growth is None else f"growth {growth:+.1f} MB"))
+        if m["error"]:
+            lines.append(f"  memory: {m['error']}")
     h = r["harness"]
     if h["loop_lag_p95_ms"] is not None:
         lines.append(f"harness event-loop lag p95 {h['loop_lag_p95_ms']:.0f} ms, "

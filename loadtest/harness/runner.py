@@ -7,7 +7,10 @@ import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
+from loadtest.harness.faults import KillPlan, ReplicaKiller
+from loadtest.harness.memory import RssSampler
 from loadtest.harness.replicas import ReplicaPoller
 from loadtest.harness.report import Cost, Thresholds, build
 from loadtest.harness.scenario import Scenario
@@ -26,6 +29,9 @@ class RunOptions:
     ray_address: str | None = "auto"
     replica_interval_s: float = 1.0
     seed: int = 1
+    kill: KillPlan | None = None  # chaos: replicas killed on a schedule
+    soak_interval_s: float | None = None  # soak: sample memory this often
+    soak_warmup_s: float = 300.0  # growth is measured after this
 
 
 async def sample_load(stats: RunStats, stop: asyncio.Event) -> None:
@@ -72,6 +78,14 @@ async def run(scenario: Scenario, opts: RunOptions, thresholds: Thresholds,
     stop_aux = asyncio.Event()
     poller = ReplicaPoller(opts.ray_address, opts.replica_interval_s)
     poller.start(stats.started_mono)
+    killer = ReplicaKiller(opts.kill, poller.connected) if opts.kill else None
+    sampler = None
+    if opts.soak_interval_s:
+        sampler = RssSampler(urlparse(opts.url).port or 80, opts.soak_interval_s,
+                             opts.soak_warmup_s)
+    for side in (killer, sampler):
+        if side is not None:
+            side.start(stats.started_mono)
     aux = [asyncio.create_task(sample_load(stats, stop_aux)),
            asyncio.create_task(loop_lag(stats, stop_aux))]
     if opts.print_every_s > 0:
@@ -92,6 +106,8 @@ async def run(scenario: Scenario, opts: RunOptions, thresholds: Thresholds,
         await asyncio.sleep(max(0.0, deadline - time.monotonic()))
     finally:
         stop_users.set()
+        if killer is not None:  # no faults while the callers finish and hang up
+            await asyncio.to_thread(killer.stop)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=opts.stop_timeout_s)
             for t in pending:
@@ -99,6 +115,8 @@ async def run(scenario: Scenario, opts: RunOptions, thresholds: Thresholds,
             await asyncio.gather(*pending, return_exceptions=True)
         stop_aux.set()
         await asyncio.gather(*aux, return_exceptions=True)
+        if sampler is not None:
+            await asyncio.to_thread(sampler.stop)
         await asyncio.to_thread(poller.stop)
     replicas = {"source": "serve.status()", "error": poller.error, "samples": poller.samples,
                 "summary": poller.summary()}
@@ -108,5 +126,11 @@ async def run(scenario: Scenario, opts: RunOptions, thresholds: Thresholds,
                    run={"url": opts.url, "users": opts.users, "spawn_rate": opts.spawn_rate,
                         "run_time_s": opts.run_time_s, "ramp_s": round(ramp_s, 1),
                         "started_unix": round(stats.started_unix, 1)},
-                   thresholds=thresholds, cost=cost, replicas=replicas)
+                   thresholds=thresholds, cost=cost, replicas=replicas,
+                   faults=None if killer is None else {"kills": killer.kills,
+                                                       "error": killer.error},
+                   memory=None if sampler is None else {
+                       "interval_s": sampler.interval_s, "warmup_s": sampler.warmup_s,
+                       "error": sampler.error, "processes": sampler.summary(),
+                       "series": sampler.series})
     return stats, report

@@ -36,6 +36,10 @@ class TurnRecord:
     underruns: int = 0
     reply_s: float = 0.0  # audible reply heard, first to last audible sample
     error: str = ""
+    end_s: float = 0.0  # when the turn was over for the caller (seconds since the start)
+    # an event during the turn in which the gateway said what went wrong
+    # ("error", "stage_retry", "session_ended"): a failed turn without one is unexplained
+    said_why: str = ""
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
@@ -114,6 +118,8 @@ class RunStats:
         barge = [t for t in self.turns if t.kind == "barge_in"]
         return {
             "turns_ok": sum(t.ok for t in turns), "turns_failed": sum(not t.ok for t in turns),
+            # failed, and no event from the gateway said why: what a caller must never meet
+            "turns_unexplained": sum(not t.ok and not t.said_why for t in self.turns),
             "barge_ins_ok": sum(t.ok for t in barge),
             "barge_ins_failed": sum(not t.ok for t in barge),
             "underruns": sum(t.underruns for t in self.turns),

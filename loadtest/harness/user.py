@@ -54,6 +54,10 @@ def arrival_gaps(heard: Heard, since: float, until: float, gap_ms: float) -> int
     return sum((b - a) * 1000 > gap_ms for a, b in zip(times, times[1:], strict=False))
 
 
+# events in which the gateway says that something failed, and what
+SAYS_WHY = ("error", "stage_retry", "duplex_restarted", "session_ended")
+
+
 class RefusedError(ConnectionError):
     pass
 
@@ -117,11 +121,15 @@ class User:
             for i in range(self.sc.turns_per_session):
                 if i and self.stop.is_set():
                     break
+                events_before = len(caller.events)
                 if self.sc.mode == "duplex":
                     rec = await self.duplex_turn(caller, sid)
                 else:
                     barge = self.rng.random() < self.sc.barge_in.probability
                     rec = await (self.barge_in(caller, sid) if barge else self.turn(caller, sid))
+                rec.end_s = round(self.stats.now(), 2)
+                rec.said_why = next((e["type"] for e in caller.events[events_before:]
+                                     if e["type"] in SAYS_WHY), "")
                 self.stats.turns.append(rec)
                 if any(e["type"] == "session_ended" for e in caller.events):
                     dropped = True
