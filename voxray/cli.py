@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -131,6 +132,31 @@ def cmd_up(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(ns: argparse.Namespace) -> int:
+    """A rolling update of a running cluster: Serve starts replicas of what changed,
+    routes new requests to them and lets the old ones drain their open streams."""
+    from voxray import runtime
+
+    config = _config(ns)
+    if ns.address == "auto":  # this machine's cluster: `voxray up`'s runs without Ray auth
+        os.environ.setdefault(*next(iter(runtime.LOCAL_RAY_ENV.items())))
+    t0 = time.monotonic()
+    try:
+        endpoints = runtime.start(config, address=ns.address, timeout_s=ns.timeout,
+                                  progress=lambda line: print(line, flush=True))
+    except runtime.DeployError as e:
+        print(f"voxray: {e}", file=sys.stderr)
+        return 1
+    except ConnectionError as e:
+        print(f"voxray: no Ray cluster at {ns.address} ({e}); `voxray up` starts one",
+              file=sys.stderr)
+        return 1
+    print(f"voxray: deployed in {time.monotonic() - t0:.0f} s; gRPC {endpoints.grpc}. Calls "
+          "in progress keep their streams on the old replicas until those streams end "
+          "(each deployment's graceful_shutdown_timeout_s at most)")
+    return 0
+
+
 def cmd_asr(ns: argparse.Namespace) -> int:
     from voxray.clients.asr_cli import stream_file
 
@@ -227,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--direct-ingress", action="store_true",
                    help="Ray's experimental direct ingress + HAProxy instead of the Python proxy")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("deploy", help="re-deploy the Serve applications of a running "
+                       "cluster from the config (a rolling update; calls go on)")
+    config_args(p)
+    p.add_argument("--address", default="auto", help="the Ray cluster (default: this machine's)")
+    p.add_argument("--timeout", type=float, default=600,
+                   help="seconds to wait for every application to be RUNNING")
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("check-config", help="validate serve_config.yaml and a profile")
     config_args(p)

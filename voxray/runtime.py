@@ -68,9 +68,11 @@ def start(
         grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
         proxy_location=schema.proxy_location,
     )
-    progress(f"deploying {', '.join(a.name for a in config.applications)}")
+    names = [a.name for a in config.applications]
+    before = deployed_times(names)
+    progress(f"deploying {', '.join(names)}")
     client.deploy_apps(schema, _blocking=False)
-    wait_running([a.name for a in config.applications], timeout_s, progress)
+    wait_running(names, timeout_s, progress, newer_than=before)
     return Endpoints(
         grpc=f"127.0.0.1:{config.grpc_options.port}",
         http=f"http://127.0.0.1:{config.http_options.port}",
@@ -110,14 +112,28 @@ def start_local_profile(
     return start(config, **kwargs)
 
 
-def wait_running(names: list[str], timeout_s: float, progress: Callable[[str], None]) -> None:
+def deployed_times(names: list[str]) -> dict[str, float]:
+    """When each running application was last deployed (none yet: absent)."""
+    from ray import serve
+
+    apps = serve.status().applications
+    return {n: apps[n].last_deployed_time_s for n in names if n in apps}
+
+
+def wait_running(names: list[str], timeout_s: float, progress: Callable[[str], None],
+                 newer_than: dict[str, float] | None = None) -> None:
+    """Until every application is RUNNING; with `newer_than`, RUNNING from a deploy made
+    after those times (a re-deploy: the old config's RUNNING does not count)."""
     from ray import serve
 
     deadline = time.monotonic() + timeout_s
     last: dict[str, str] = {}
+    newer_than = newer_than or {}
     while True:
         apps = serve.status().applications
-        states = {n: apps[n].status.value if n in apps else "NOT_STARTED" for n in names}
+        states = {n: "NOT_STARTED" if n not in apps else "DEPLOYING" if apps[n]
+                  .last_deployed_time_s <= newer_than.get(n, -1.0) else apps[n].status.value
+                  for n in names}
         for n, s in states.items():
             if last.get(n) != s:
                 progress(f"  {n}: {s}")
