@@ -8,8 +8,11 @@ from collections.abc import Awaitable, Callable
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from gateway import media_guard
 from gateway.audio_in import shorten_jitter_buffer
 from gateway.call_host import Call
+
+media_guard.install()
 
 
 async def answer_offer(sdp: str, call: Call, outbound: MediaStreamTrack, jitter_packets: int,
