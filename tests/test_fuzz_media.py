@@ -87,8 +87,8 @@ def is_event(message: str | bytes) -> bool:
 
 async def test_an_empty_datagram_or_a_strangers_junk_does_not_end_a_connection() -> None:
     """Two aiortc peers (no gateway): one empty datagram at a connected peer's port ended
-    its DTLS transport, and its call, before `gateway.media_guard`; and a stranger's
-    DTLS-shaped bytes reached the DTLS layer."""
+    its DTLS transport, and its call, before `gateway.media_guard`; a stranger's DTLS- and
+    RTP-shaped bytes are dropped further on."""
     media_guard.install()
     offer_only(["127.0.0.1"])  # as the test gateways do
     offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
