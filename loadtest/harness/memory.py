@@ -95,9 +95,13 @@ class RssSampler:
             self.series.setdefault(label, []).append((t_s, round(rss / MB, 1)))
 
     def _run(self) -> None:
-        pid = listening_pid(self.gateway_port)
-        gateway = psutil.Process(pid) if pid else None
-        if gateway is None:
+        try:
+            pid = listening_pid(self.gateway_port)
+            gateway = psutil.Process(pid) if pid else None
+        except psutil.Error as e:  # another user's gateway: its sockets are not ours to see
+            pid, gateway = None, None
+            self.error = f"cannot see which process listens on port {self.gateway_port}: {e}"
+        if gateway is None and self.error is None:
             self.error = f"no process on this machine listens on port {self.gateway_port}"
         while not self._stop.is_set():
             try:
