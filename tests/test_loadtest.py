@@ -238,10 +238,13 @@ async def test_chaos_kills_a_replica_mid_run_and_soak_samples_memory(
 
     gw, url = gateway
     (victim,) = replicas("tts#TtsDeployment")
-    sc = write_scenario(tmp_path, turns_per_session=3)
+    # a turn under way at the kill waits out the new replica's start (on a slow box tens of
+    # seconds), and the run's end waits for it
+    sc = write_scenario(tmp_path, turns_per_session=3, turn_timeout_s=120)
     rc = await asyncio.to_thread(main, [
         "--url", url, "--scenario", sc, "--users", "2", "--spawn-rate", "2", "--run-time", "30s",
-        "--only-summary", "--json", str(tmp_path / "r.json"), "--kill", "tts",
+        "--stop-timeout", "150s", "--only-summary", "--json", str(tmp_path / "r.json"),
+        "--kill", "tts",
         "--kill-every", "15s", "--soak", "--soak-interval", "2s", "--soak-warmup", "4s",
         "--fail-dropped", "0", "--fail-unexplained", "0"])
     report, _ = read_outputs(str(tmp_path / "r"))

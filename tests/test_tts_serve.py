@@ -78,6 +78,8 @@ async def test_stream_of_deltas_speaks_before_the_text_is_complete(serve_grpc: s
     words = "Okay, here is the plan for tomorrow. We leave at eight and drive to the lake.".split()
     queue: asyncio.Queue[tts_pb2.TtsStreamRequest | None] = asyncio.Queue()
     queue.put_nowait(tts_pb2.TtsStreamRequest(start=tts_pb2.VoiceOptions(voice="am_michael")))
+    first_audio = asyncio.Event()
+    held_back = 4  # the text's last words are sent only once audio has come
 
     async def requests():  # type: ignore[no-untyped-def]
         while (r := await queue.get()) is not None:
@@ -85,25 +87,26 @@ async def test_stream_of_deltas_speaks_before_the_text_is_complete(serve_grpc: s
 
     async def feed() -> None:
         for i, w in enumerate(words):
+            if i == len(words) - held_back:
+                # a TTS that waited for the whole text would never speak: this times out
+                await asyncio.wait_for(first_audio.wait(), 120)
             queue.put_nowait(tts_pb2.TtsStreamRequest(meta=common_pb2.Meta(seq=i + 1),
                                                       text=w + " "))
             await asyncio.sleep(0.2)  # an LLM at 5 words/s (a busy replica's pace in a call)
         queue.put_nowait(None)
 
-    t0 = time.monotonic()
-    first_at = None
-    events = []
+    feeder: asyncio.Task[None] | None = None
+    events: list[tts_pb2.TtsEvent] = []
     async with stage_channel(serve_grpc) as ch:
         async for ev in tts_pb2_grpc.TtsStub(ch).SynthesizeStream(requests(), metadata=APP):
             if ev.WhichOneof("kind") == "ready":
                 assert not events and ev.ready.voice == "am_michael"
                 feeder = asyncio.create_task(feed())
-                t0 = time.monotonic()
-            elif first_at is None and ev.WhichOneof("kind") == "audio":
-                first_at = time.monotonic() - t0
+            elif ev.WhichOneof("kind") == "audio":
+                first_audio.set()
             events.append(ev)
-    await feeder
-    assert first_at is not None and first_at < len(words) * 0.2  # before the text was complete
+    assert feeder is not None
+    await feeder  # (raises TimeoutError if no audio came before the text was complete)
     first = next(e for e in events if e.WhichOneof("kind") == "audio")
     assert first.meta.reply_to_seq == 1  # "Okay," completed the first unit
     pcm, _ = collect(events)
@@ -149,7 +152,8 @@ async def test_cancel_stops_synthesis_and_frees_the_replica(serve_grpc: str) -> 
         t0 = time.monotonic()
         events = [e async for e in stub.Synthesize(tts_pb2.TtsRequest(text="Hello again."),
                                                    metadata=APP)]
-    assert time.monotonic() - t0 < 3.0 and events[-1].WhichOneof("kind") == "done"
+    # (the 40 sentences would hold it for a minute or more)
+    assert time.monotonic() - t0 < 15.0 and events[-1].WhichOneof("kind") == "done"
 
 
 @pytest.mark.parametrize(("requests_", "text"), [
@@ -210,7 +214,8 @@ async def test_a_long_text_does_not_starve_a_new_stream(serve_grpc: str) -> None
             if ev.WhichOneof("kind") == "audio":
                 waited = time.monotonic() - t0
                 break
-        # at most one unit of the story (up to 16 words) plus its own: far less than the story
-        assert not long_done.is_set() and waited < 4.5, waited
+        # it is spoken while the story still is (a queue behind the story would finish the
+        # story first), after at most a unit of it: far less than the story's ~12 units
+        assert not long_done.is_set() and waited < 15.0, waited
         long_call.cancel()
         await asyncio.gather(drainer, return_exceptions=True)

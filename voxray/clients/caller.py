@@ -189,7 +189,7 @@ class TurnResult:
     agent_text: str
     client_ttfat_ms: float | None
     gateway: dict[str, Any]  # the gateway's turn_metrics event (empty if none came)
-    reply_pcm: np.ndarray
+    reply_pcm: np.ndarray  # from its first audible frame (the wait before it is TTFAT)
 
 
 async def speak_turn(caller: Caller, pcm48: np.ndarray, within_s: float = 60.0) -> TurnResult:
@@ -213,7 +213,8 @@ async def speak_turn(caller: Caller, pcm48: np.ndarray, within_s: float = 60.0) 
         user_text=" ".join(e["text"] for e in new if e["type"] == "final"),
         agent_text="".join(e["text"] for e in new if e["type"] == "agent_text"),
         client_ttfat_ms=(first - sent_at) * 1000 if first and metrics else None,
-        gateway=metrics, reply_pcm=caller.heard.pcm(since=sent_at, until=time.monotonic()))
+        gateway=metrics,
+        reply_pcm=caller.heard.pcm(since=first or sent_at, until=time.monotonic()))
 
 
 async def let_agent_talk(caller: Caller, prompt48: np.ndarray, talk_s: float,
