@@ -70,6 +70,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
     from voxray.stage_auth import token_file
 
     config = _config(ns)
+    if ns.direct_ingress:
+        runtime.check_direct_ingress(config)  # before a cluster is started for nothing
     t0 = time.monotonic()
     try:
         endpoints = runtime.start(config, address=ns.address, num_cpus=ns.num_cpus,

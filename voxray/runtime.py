@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voxray.config import ServeConfig, to_serve_schema
+from voxray.config import ConfigError, ServeConfig, to_serve_schema
 from voxray.stage_auth import TOKEN_ENV, ensure_token
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,19 @@ class Endpoints:
     metrics: str | None  # Prometheus text format, all Ray and voxray metrics of this node
 
 
+def check_direct_ingress(config: ServeConfig) -> None:
+    """Serve's direct ingress (HAProxy) fails an app whose ingress deployment has a custom
+    request router (DEPLOY_FAILED, after the cluster has started): refuse it up front."""
+    routed = [f"applications[{a.name}].deployments[{d.name}].request_router_config"
+              for a in config.applications for d in a.deployments if d.request_router_config]
+    if routed:
+        raise ConfigError(
+            f"--direct-ingress: {', '.join(routed)} sets a custom request router, which "
+            "Serve's HAProxy ingress does not support on an ingress deployment; add "
+            "`--profile direct-ingress` (profiles/direct-ingress.yaml drops the router) or "
+            "run without --direct-ingress")
+
+
 def start(
     config: ServeConfig,
     *,
@@ -45,6 +58,7 @@ def start(
     """Connect to (or start) Ray, start Serve's proxies and deploy every application."""
     env = dict(LOCAL_RAY_ENV) if address is None else {}
     if direct_ingress:
+        check_direct_ingress(config)
         env |= DIRECT_INGRESS_ENV
     os.environ.update(env)  # read by Ray's processes at start
     token = ensure_token()
