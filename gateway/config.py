@@ -137,6 +137,14 @@ class GatewayConfig(BaseModel):
     # The Serve gRPC proxy; empty: this config's grpc_options.port on 127.0.0.1.
     stages: str = ""
     max_sessions: int = Field(8, ge=1)
+    # Gateways side by side (gateway/peers.py): several processes share `port`
+    # (reuse_port), each also listens on private_host:private_port, and `peers` are the
+    # others' private URLs. A full one passes an offer to a peer with room.
+    reuse_port: bool = False
+    private_host: str = "127.0.0.1"
+    private_port: int | None = Field(None, ge=1, le=65535)
+    peers: list[str] = Field(default_factory=list)
+    peer_poll_s: float = Field(1.0, gt=0, le=60)
     # A call may last as long as it likes (empty: no cap); the idle timeout still ends
     # one nobody speaks in.
     max_session_s: float | None = Field(None, gt=0)

@@ -30,6 +30,7 @@ from gateway.duplex import DuplexSession, DuplexUnavailable
 from gateway.events import SessionEnded
 from gateway.metrics import GatewayMetrics
 from gateway.peer import answer_offer
+from gateway.peers import FORWARDED, Peers
 from gateway.realtime import calls as realtime_calls
 from gateway.realtime.connection import realtime_socket
 from gateway.session.pipeline import PipelineSession
@@ -62,6 +63,7 @@ class Gateway:
         self._watchdog: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
         self._offers: dict[str, collections.deque[float]] = {}  # per address: when
+        self.peers = Peers(config.peers, config.peer_poll_s) if config.peers else None
         offer_only(config.ice_addresses)
         # One turn model for every session (a read-only graph, ~9 MB).
         turn = config.turn
@@ -88,6 +90,8 @@ class Gateway:
     async def _startup(self, _: web.Application) -> None:
         self.channel = stage_channel(self.stages)
         self._watchdog = asyncio.create_task(self._enforce_limits())
+        if self.peers is not None:
+            await self.peers.start()
 
     async def _shutdown(self, _: web.Application) -> None:
         if self._watchdog:
@@ -97,6 +101,8 @@ class Gateway:
             await self.channel.close()
         if self.turn_model is not None:
             self.turn_model.close()
+        if self.peers is not None:
+            await self.peers.close()
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -104,7 +110,14 @@ class Gateway:
         return web.FileResponse(STATIC / "index.html")
 
     async def health(self, _: web.Request) -> web.Response:
-        return web.json_response({"sessions": len(self.calls)})
+        return web.json_response({"sessions": len(self.calls), "room": max(
+            0, self.cfg.max_sessions - len(self.calls) - self._answering)})
+
+    def from_peer(self, request: web.Request) -> bool:
+        """A request a peer passed on (on our private address: a client cannot claim it)."""
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        return (request.headers.get(FORWARDED) == "1" and sockname is not None
+                and sockname[1] == self.cfg.private_port)
 
     async def prometheus(self, _: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -120,10 +133,13 @@ class Gateway:
         mode = request.query.get("mode", "pipeline")
         if mode not in ("pipeline", "duplex"):
             return web.Response(status=400, text=f"unknown mode {mode!r}: pipeline or duplex\n")
-        if not self.admit(request):
+        peer = self.from_peer(request)
+        if not peer and not self.admit(request):  # (a peer's: admitted where it came in)
             return web.Response(status=429, text="too many new sessions from this address; "
                                 "try again in a minute\n", headers={"Retry-After": "60"})
         if not self.has_room():
+            if self.peers is not None and not peer and (url := self.peers.roomiest()):
+                return await self.peers.forward(request, await request.read(), url)
             self.metrics.refused.labels("full").inc()
             return web.Response(status=503, text="gateway is full; try again later\n",
                                 headers={"Retry-After": "5"})
@@ -168,7 +184,9 @@ class Gateway:
             return web.Response(status=401, text="missing or wrong bearer token\n")
         cid = request.match_info["id"]
         if cid not in self.calls:
-            return web.Response(status=404, text="no such session\n")
+            held = (await self.peers.find(request)
+                    if self.peers is not None and not self.from_peer(request) else None)
+            return held or web.Response(status=404, text="no such session\n")
         await self.end(cid, "ended by the client")
         return web.Response(status=200)
 
@@ -322,5 +340,14 @@ async def serve(config: GatewayConfig, stages: str) -> web.AppRunner:
     """Start the gateway; returns the runner (`await runner.cleanup()` stops it)."""
     runner = web.AppRunner(Gateway(config, stages).app())
     await runner.setup()
-    await web.TCPSite(runner, config.host, config.port).start()
+    await listen(runner, config)
     return runner
+
+
+async def listen(runner: web.AppRunner, config: GatewayConfig) -> None:
+    """The signalling port (shared with peer gateways under reuse_port) and the private
+    one the peers reach this gateway at."""
+    await web.TCPSite(runner, config.host, config.port, reuse_port=config.reuse_port or None
+                      ).start()
+    if config.private_port is not None:
+        await web.TCPSite(runner, config.private_host, config.private_port).start()

@@ -180,7 +180,12 @@ def test_the_gpu_bench_script_runs_its_path_on_cpu(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "out" / "moshi_tiny.json").read_text())
     assert result["size"] == "tiny" and set(result["variants"]) == {"graphs", "no-graphs"}
     for variant in result["variants"].values():
-        assert [r["slots"] for r in variant["rows"]] == [1, 2]
-        assert all(0 < r["step_p50_ms"] <= r["step_p95_ms"] for r in variant["rows"])
-        assert variant["realtime_slots"] in (0, 1, 2)
+        rows = variant["rows"]
+        # slots double until a step misses the 80 ms tick or the limit (2) is reached; a
+        # slow box misses it with one slot already
+        assert [r["slots"] for r in rows] == [1, 2][:len(rows)] and rows
+        assert all(0 < r["step_p50_ms"] <= r["step_p95_ms"] for r in rows)
+        assert len(rows) == 2 or rows[-1]["step_p95_ms"] > result["tick_ms"], rows
+        assert variant["realtime_slots"] == max(
+            [r["slots"] for r in rows if r["step_p95_ms"] <= result["tick_ms"]], default=0)
     assert "conversations in real time" in (tmp_path / "out" / "bench.log").read_text()

@@ -51,6 +51,13 @@ def cmd_models(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway_count(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError("between 1 and 64")
+    return n
+
+
 def _gateway_ready(proc: subprocess.Popen[bytes], health_url: str, within_s: float = 30) -> bool:
     import urllib.request
 
@@ -82,25 +89,39 @@ def cmd_up(ns: argparse.Namespace) -> int:
         return 1
     gw = gateway_config(config)
     reach = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
-    gateway = None
+    if ns.gateway_port:
+        gw.port = ns.gateway_port
+    gateways: list[subprocess.Popen[bytes]] = []
+    private: list[int] = []
     if not ns.no_gateway:
         profiles = ["none", *resolve_profiles(ns.profile)]  # exactly what was applied here
         cmd = [sys.executable, "-m", "voxray.cli", "gateway", "--stages", endpoints.grpc,
-               "--config", str(ns.config), *sum((["--profile", p] for p in profiles), [])]
+               "--config", str(ns.config), *sum((["--profile", p] for p in profiles), []),
+               "--port", str(gw.port)]
         if ns.log_format:
             cmd += ["--log-format", ns.log_format]
-        if ns.gateway_port:
-            cmd += ["--port", str(ns.gateway_port)]
-            gw.port = ns.gateway_port
-        gateway = subprocess.Popen(cmd)
-        if not _gateway_ready(gateway, f"http://{reach}:{gw.port}/healthz"):
-            print(f"voxray: the gateway did not start (is port {gw.port} taken? "
-                  "try --gateway-port)", file=sys.stderr)
-            gateway.kill()
-            runtime.stop()
-            return 1
+        # N gateways share the port; each has a private one next to it for its peers
+        if ns.gateways > 1:
+            private = [gw.port + 1 + i for i in range(ns.gateways)]
+        for i in range(ns.gateways):
+            side = [] if not private else ["--reuse-port", "--private-port", str(private[i]),
+                                           *sum((["--peer", f"http://127.0.0.1:{q}"]
+                                                 for q in private if q != private[i]), [])]
+            gateways.append(subprocess.Popen([*cmd, *side]))
+            health = f"http://{reach}:{private[i] if private else gw.port}/healthz"
+            if not _gateway_ready(gateways[-1], health):
+                print(f"voxray: a gateway did not start (is port {gw.port} or "
+                      f"{private[i] if private else gw.port} taken? try --gateway-port)",
+                      file=sys.stderr)
+                for g in gateways:
+                    g.kill()
+                runtime.stop()
+                return 1
     print(f"voxray is up in {time.monotonic() - t0:.0f} s")
-    if gateway is not None:
+    if len(gateways) > 1:
+        print(f"  {len(gateways)} gateway processes share port {gw.port} (private ports "
+              f"{', '.join(str(q) for q in private)}, each with its own /metrics)")
+    if gateways:
         print(f"  open http://{reach}:{gw.port}/ and press Start to talk to the agent")
         print(f"  or:  voxray call --wav tests/data/speech/s03.wav --url http://{reach}:{gw.port}")
         print(f"       voxray call --mode duplex --wav tests/data/speech/s03.wav "
@@ -127,9 +148,10 @@ def cmd_up(ns: argparse.Namespace) -> int:
     while not stop:
         time.sleep(0.5)
     print("stopping")
-    if gateway is not None:
-        gateway.terminate()
-        gateway.wait(timeout=30)
+    for g in gateways:
+        g.terminate()
+    for g in gateways:
+        g.wait(timeout=30)
     runtime.stop()
     return 0
 
@@ -219,6 +241,12 @@ def cmd_gateway(ns: argparse.Namespace) -> int:
     gw = gateway_config(config)
     if ns.port is not None:
         gw.port = ns.port
+    if ns.reuse_port:
+        gw.reuse_port = True
+    if ns.private_port is not None:
+        gw.private_port = ns.private_port
+    if ns.peer:
+        gw.peers = ns.peer
     stages = ns.stages or gw.stages or f"127.0.0.1:{config.grpc_options.port}"
     call_log.configure(ns.log_format or gw.log_format)
 
@@ -277,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="Prometheus export port of the local Ray node")
     p.add_argument("--no-gateway", action="store_true", help="only the Serve applications")
     p.add_argument("--gateway-port", type=int, help="default: gateway.port in the config")
+    p.add_argument("--gateways", type=_gateway_count, default=1,
+                   help="gateway processes sharing the port (default 1; about one per core)")
     p.add_argument("--log-format", choices=["kv", "json"],
                    help="the gateway's call log: key=value or JSON (default: gateway.log_format)")
     p.add_argument("--direct-ingress", action="store_true",
@@ -333,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     config_args(p)
     p.add_argument("--stages", default="", help="Serve gRPC proxy host:port")
     p.add_argument("--port", type=int)
+    p.add_argument("--reuse-port", action="store_true",
+                   help="share --port with other gateway processes (SO_REUSEPORT)")
+    p.add_argument("--private-port", type=int, help="where this gateway's peers reach it")
+    p.add_argument("--peer", action="append", default=None,
+                   help="a peer gateway's private URL (repeatable)")
     p.add_argument("--log-format", choices=["kv", "json"],
                    help="the call log's lines: key=value or JSON (default: gateway.log_format)")
     p.set_defaults(func=cmd_gateway)
