@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -139,7 +140,10 @@ class Gateway:
                                 "try again in a minute\n", headers={"Retry-After": "60"})
         if not self.has_room():
             if self.peers is not None and not peer and (url := self.peers.roomiest()):
-                return await self.peers.forward(request, await request.read(), url)
+                try:
+                    return await self.peers.forward(request, await request.read(), url)
+                except (aiohttp.ClientError, TimeoutError) as e:  # gone since its last poll
+                    log.info("peer %s: %s", url, e)
             self.metrics.refused.labels("full").inc()
             return web.Response(status=503, text="gateway is full; try again later\n",
                                 headers={"Retry-After": "5"})
