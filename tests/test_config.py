@@ -113,18 +113,18 @@ def test_an_overlay_in_the_config_files_own_list_form_merges(tmp_path: Path) -> 
 
 
 def test_direct_ingress_with_a_custom_router_is_refused_before_a_cluster_starts(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    import ray
-
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from voxray import runtime
     from voxray.cli import main
 
-    # (--address: were it not refused, nothing would start a cluster for this test)
+    def start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cluster was started before the config was refused")
+
+    monkeypatch.setattr(runtime, "start", start)
     assert main(["up", "--direct-ingress", "--no-gateway", "--address", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "applications[llm].deployments[LlmDeployment].request_router_config" in err, err
     assert "--profile direct-ingress" in err
-    assert not ray.is_initialized()
     # the profile it names drops the router, so the check passes
     config = load_config(profiles=resolve_profiles(["direct-ingress"]))
     assert config.app("llm").deployments[0].request_router_config is None

@@ -55,13 +55,13 @@ async def test_duplex_call_through_the_gateway(gateway: tuple[Gateway, str]) -> 
         caller.mic.say(load_48k("tests/data/speech/s11.wav"))
         # Moshi talks while the user talks: its audio arrives paced, with no turn-taking
         # (how soon is the bench's to say; a busy CI box may be slow to start it).
-        deadline = time.monotonic() + 20
-        while len(caller.heard.pcm(since=started)) < 2 * RATE:
-            assert time.monotonic() < deadline, "not 2 s of Moshi's audio within 20 s"
+        # Counted as voiced samples, not as a share of what arrived: until its first
+        # frames the gateway plays silence, and a slow box is slow to start it.
+        deadline = time.monotonic() + 60
+        while (voiced := int((np.abs(caller.heard.pcm(since=started).astype(np.int32))
+                              > 300).sum())) < RATE:
+            assert time.monotonic() < deadline, f"{voiced / RATE:.2f} s voiced within 60 s"
             await asyncio.sleep(0.1)
-        heard = caller.heard.pcm(since=started)
-        voiced = np.abs(heard.astype(np.int32)) > 300
-        assert voiced.mean() > 0.3  # the random model babbles loudly
         assert caller.heard.first_audible_after(started) is not None
         texts = [e for e in caller.events if e["type"] == "agent_text"]
         # text pieces as Moshi says them: never empty, never its control pieces
