@@ -46,7 +46,7 @@ async def test_duplex_call_through_the_gateway(gateway: tuple[Gateway, str]) -> 
     caller = Caller(url, mode="duplex")
     await caller.connect()
     try:
-        ready = await caller.wait_event("duplex_ready", within_s=5)
+        ready = await caller.wait_event("duplex_ready", within_s=30)
         assert ready["detail"]["slot"] in range(4)
         assert await slots_in_use() == 1
         (call,) = gw.calls.values()
