@@ -12,6 +12,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from deployments.load_meter import LoadMeter
+
 URGENT = 0
 BACKGROUND = 1
 
@@ -24,6 +26,7 @@ class DecodePool:
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.load = LoadMeter(workers)  # jobs queued or running, over the workers
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -38,7 +41,11 @@ class DecodePool:
         self._start()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((priority, next(self._counter), fn, fut))
-        return await fut
+        self.load.add(1)
+        try:
+            return await fut
+        finally:
+            self.load.add(-1)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ session per replica) on a local cluster and an in-process gateway. Against a run
 `voxray up --profile cpu --profile loadtest/autoscale_profile.yaml`, pass --url (and
 --ray-address auto, the default, to read Serve's status).
 
-    python -m loadtest.bench_autoscale [--users 3] [--hold-s 60] [--json out.json]
+    python -m loadtest.bench_autoscale [--users 3] [--default-policy] [--json out.json]
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spawn-every-s", type=float, default=5.0)
     ap.add_argument("--hold-s", type=float, default=60.0, help="all users on, this long")
     ap.add_argument("--settle-s", type=float, default=120.0, help="wait for scale-down")
+    ap.add_argument("--default-policy", action="store_true",
+                    help="TTS on Serve's default policy (ongoing requests), not voxray's load")
     ap.add_argument("--json", help="write the report here")
     ap.add_argument("--html", help="plot of TTFAT and replicas over time")
     ns = ap.parse_args(argv)
@@ -165,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         from voxray import runtime
 
         try:
-            ep = runtime.start_local_profile(overrides=[yaml.safe_load(PROFILE.read_text())],
-                                             timeout_s=600, progress=print)
+            overlays = [yaml.safe_load(PROFILE.read_text())]
+            if ns.default_policy:
+                overlays.append({"applications": {"tts": {"deployments": {"TtsDeployment": {
+                    "autoscaling_config": {"policy": None}}}}}})
+            ep = runtime.start_local_profile(overrides=overlays, timeout_s=600, progress=print)
             stats, report = asyncio.run(with_local_gateway(ns, ep.grpc))
         finally:
             with contextlib.suppress(Exception):

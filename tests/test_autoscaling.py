@@ -24,6 +24,7 @@ import pytest
 
 from loadtest.harness.replicas import serve_replicas
 from voxray import runtime
+from voxray.config import merge
 from voxray.stage_auth import stage_channel
 from voxray.stage_clients.asr import AsrStream
 from voxray.v1 import tts_pb2, tts_pb2_grpc
@@ -178,3 +179,43 @@ async def test_only_the_bottleneck_scales_up_then_back_down_dropping_nothing(
           f"after the load dropped (downscale_delay_s {FAST['downscale_delay_s']}); the last "
           f"stream held the draining replica {ended_at - stopping_since:.1f} s, which went "
           f"{gone_at - ended_at:.1f} s after the stream ended")
+
+
+LOAD_POLICY = {"policy_function": "deployments.autoscaling:LoadPolicy",
+               "policy_kwargs": {"metric": "load", "target": 0.5}}
+
+
+async def test_tts_on_the_load_policy_scales_on_synthesis_where_streams_would_not(
+        stages: runtime.Endpoints) -> None:
+    # One stream against a target of 100 streams per replica: Serve's rule never scales;
+    # the replica's reported synthesis load (text fed faster than it is spoken) does.
+    overlay = merge(OVERLAY, {"applications": {"tts": {"deployments": {"TtsDeployment": {
+        "autoscaling_config": {"target_ongoing_requests": 100, "policy": LOAD_POLICY}}}}}})
+    await asyncio.to_thread(runtime.start_local_profile, apps=["asr", "tts"],
+                            overrides=[overlay], timeout_s=240)
+    watch = Watch()
+    await watch.until("TTS at one replica", lambda s: s[TTS] == {"RUNNING": 1}, 90)
+    async with stage_channel(stages.grpc) as channel:
+        s = Session(channel, "busy")
+        ready = await asyncio.wait_for(anext(aiter(s.tts)), 120)
+        assert ready.WhichOneof("kind") == "ready"
+        heard = 0
+
+        async def listen() -> None:
+            nonlocal heard
+            async for ev in s.tts:
+                if ev.WhichOneof("kind") == "audio":
+                    heard += len(ev.audio.audio.pcm16) // 2
+
+        listening = asyncio.create_task(listen())
+        for _ in range(12):  # more words than a minute of synthesis here gets through
+            s.tts_queue.put_nowait(tts_pb2.TtsStreamRequest(
+                text="Here is one more sentence for the speaker to say, and then another. "))
+        up_at = await watch.until("TTS scaled up to 2 on its load",
+                                  lambda st: running(st, TTS) == 2, 90)
+        assert heard > 0  # it was speaking, not stuck
+        s.tts_queue.put_nowait(None)
+        await asyncio.wait_for(listening, 300)
+        assert await s.tts.code() == grpc.StatusCode.OK
+    await watch.until("TTS back to 1 once idle", lambda st: running(st, TTS) == 1, 90)
+    print(f"\nTTS at 1 stream scaled to 2 replicas on its load {up_at:.1f} s in")

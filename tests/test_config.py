@@ -130,3 +130,62 @@ def test_direct_ingress_with_a_custom_router_is_refused_before_a_cluster_starts(
     assert config.app("llm").deployments[0].request_router_config is None
     runtime.check_direct_ingress(config)
     assert config.app("llm").args == load_config(profiles=["cpu"]).app("llm").args
+
+
+def _llm(args: dict[str, object], actor: dict[str, object] | None = None) -> dict[str, object]:
+    deployment: dict[str, object] = {"name": "LlmDeployment"}
+    if actor is not None:
+        deployment["ray_actor_options"] = actor
+    return {"applications": [{"name": "llm", "args": args, "deployments": [deployment]}]}
+
+
+def test_an_llm_over_several_gpus_gets_them_as_a_placement_group() -> None:
+    config = load_config(overrides=[_llm({"tensor_parallel_size": 4},
+                                         {"num_gpus": None, "num_cpus": 4,
+                                          "accelerator_type": "H100"})])
+    (d,) = config.app("llm").deployments
+    h100 = {"GPU": 1.0, "accelerator_type:H100": 0.001}
+    assert d.placement_group_bundles == [h100 | {"CPU": 4.0}, h100, h100, h100]
+    assert d.placement_group_strategy == "STRICT_PACK"
+    ServeDeploySchema.model_validate(to_serve_schema(config))  # Serve's own checks, bundle 0 too
+    # the engine runs Ray's executor, which takes those bundles
+    from deployments.llm.config import LlmArgs
+    from deployments.llm.engine import engine_kwargs
+
+    args = LlmArgs.model_validate(config.app("llm").args)
+    assert engine_kwargs(args, "/m")["distributed_executor_backend"] == "ray"
+    assert "distributed_executor_backend" not in engine_kwargs(LlmArgs(), "/m")  # one GPU, CPU
+    # pipeline stages count too, and the strategy is the config's
+    config = load_config(overrides=[_llm({"tensor_parallel_size": 2, "placement_strategy": "PACK",
+                                          "engine_kwargs": {"pipeline_parallel_size": 2}},
+                                         {"num_gpus": 0})])
+    (d,) = config.app("llm").deployments
+    assert len(d.placement_group_bundles or []) == 4 and d.placement_group_strategy == "PACK"
+    # on CPU, or on one GPU, no group
+    cpu = load_config(profiles=["cpu"], overrides=[_llm({"tensor_parallel_size": 2})])
+    assert cpu.app("llm").deployments[0].placement_group_bundles is None
+    assert load_config().app("llm").deployments[0].placement_group_bundles is None
+
+
+def test_an_llm_over_several_gpus_refuses_what_would_not_place_naming_the_key() -> None:
+    # serve_config.yaml's LlmDeployment asks for num_gpus: 1 (its engine on one GPU)
+    with pytest.raises(ConfigError, match=r"applications\[llm\]\.deployments\[LlmDeployment\]"
+                                          r"\.ray_actor_options\.num_gpus: must be 0 or unset"):
+        load_config(overrides=[_llm({"tensor_parallel_size": 2})])
+    with pytest.raises(ConfigError, match=r"distributed_executor_backend must be 'ray'"):
+        load_config(overrides=[_llm({"tensor_parallel_size": 2,
+                                     "engine_kwargs": {"distributed_executor_backend": "mp"}},
+                                    {"num_gpus": 0})])
+    with pytest.raises(ConfigError, match=r"placement_strategy"):
+        load_config(overrides=[_llm({"placement_strategy": "TIGHT"})])
+
+
+def test_a_call_has_no_time_cap_unless_one_is_configured() -> None:
+    from gateway.config import gateway_config
+
+    for profiles in ([], ["cpu"], ["cpu", "test"]):
+        cfg = gateway_config(load_config(profiles=profiles))
+        assert cfg.max_session_s is None, profiles  # the idle timeout still ends a silent call
+        assert cfg.idle_timeout_s > 0
+    capped = load_config(overrides=[{"gateway": {"max_session_s": 3600}}])
+    assert gateway_config(capped).max_session_s == 3600

@@ -140,3 +140,19 @@ def test_a_profile_renders_its_overlay(tmp_path: Path) -> None:
     asr = next(a for a in v2["applications"] if a["name"] == "asr")
     assert asr["args"]["device"] == "cpu"
     assert "profiles/cpu.yaml" in text.splitlines()[0]
+
+
+def test_a_tensor_parallel_llm_needs_a_node_type_with_all_its_gpus() -> None:
+    data = yaml.safe_load((EXAMPLE / "cluster.yaml").read_text())
+    tp = {"applications": [{"name": "llm", "args": {"tensor_parallel_size": 2},
+                            "deployments": [{"name": "LlmDeployment",
+                                             "ray_actor_options": {"num_gpus": 0}}]}]}
+    config = load_config(REPO_ROOT / "serve_config.yaml", [], [tp])
+    # the example's nodes hold one L4 each: a strictly packed group of two fits none
+    with pytest.raises(ConfigError, match=r"deployments\[LlmDeployment\]\.placement_group_bundles "
+                                          r"asks for GPUs 2, CPUs 4 on one node"):
+        render(config, ClusterFile.model_validate(data))
+    data["node_types"].append({"name": "gpu-l4x2", "cpus": 24, "memory": "96Gi", "gpus": 2,
+                               "gpu_model": "L4", "max_workers": 2})
+    placed = place(config, ClusterFile.model_validate(data))
+    assert placed["applications[llm].deployments[LlmDeployment]"] == "gpu-l4x2"

@@ -26,9 +26,18 @@ from voxray import REPO_ROOT
 DEFAULT_CONFIG = REPO_ROOT / "serve_config.yaml"
 PROFILES_DIR = REPO_ROOT / "profiles"
 
+PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class AutoscalingPolicy(Strict):
+    """Serve's custom autoscaling policy: an import path and its constructor's kwargs."""
+
+    policy_function: str = Field(pattern=r"^[\w.]+:\w+$")
+    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 class AutoscalingConfig(Strict):
@@ -47,6 +56,7 @@ class AutoscalingConfig(Strict):
     downscale_delay_s: float | None = Field(None, ge=0)
     downscale_to_zero_delay_s: float | None = Field(None, ge=0)
     aggregation_function: Literal["mean", "max", "min"] | None = None
+    policy: AutoscalingPolicy | None = None
 
 
 class RayActorOptions(Strict):
@@ -71,6 +81,10 @@ class DeploymentConfig(Strict):
     health_check_timeout_s: float | None = Field(None, gt=0)
     user_config: dict[str, Any] | None = None
     request_router_config: dict[str, Any] | None = None
+    # Serve places a replica in a placement group of these bundles (the replica in the
+    # first); the LLM's args set them when its engine spans GPUs.
+    placement_group_bundles: list[dict[str, float]] | None = Field(None, min_length=1)
+    placement_group_strategy: PlacementStrategy | None = None
 
 
 class ApplicationConfig(Strict):
@@ -287,6 +301,24 @@ def load_config(
             msg = format_validation_error(e, app.args, source)
             prefix = _label(("applications", i, "args"), wrapped)
             raise ConfigError(msg.replace("\n  ", f"\n  {prefix}.")) from None
+        # A stage whose args imply deployment options fills the unset ones (the LLM: a
+        # placement group for an engine that spans GPUs).
+        derive = getattr(args, "derived_deployment_options", None)
+        if derive is not None:
+            try:
+                derived = derive({d.name: d.model_dump(exclude_none=True)
+                                  for d in app.deployments})
+            except ValueError as e:
+                raise ConfigError(f"{source}: invalid configuration\n  "
+                                  f"applications[{app.name}].{e}") from None
+            for name, options in derived.items():
+                d = next((d for d in app.deployments if d.name == name), None)
+                if d is None:
+                    d = DeploymentConfig(name=name)
+                    app.deployments.append(d)
+                for key, value in options.items():
+                    if getattr(d, key) is None:
+                        setattr(d, key, value)
         # A stage whose args fix a deployment option says so (Moshi: slots).
         fixed: dict[str, dict[str, Any]] = getattr(args, "fixed_deployment_options", dict)()
         for d in app.deployments:

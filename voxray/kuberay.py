@@ -24,6 +24,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from voxray.config import (
     ConfigError,
+    DeploymentConfig,
     ServeConfig,
     Strict,
     format_validation_error,
@@ -104,30 +105,59 @@ def quantity(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+ACCELERATOR = "accelerator_type:"  # Ray's resource for a node's GPU model
+
+
+def _asks(d: DeploymentConfig) -> tuple[str, list[dict[str, float]]]:
+    """(the key that asks, what must fit on one node: one dict per unit of placement).
+    A placement group packed strictly is one unit; otherwise each bundle is."""
+    if d.placement_group_bundles:
+        bundles = [dict(b) for b in d.placement_group_bundles]
+        if d.placement_group_strategy == "STRICT_PACK":
+            total: dict[str, float] = {}
+            for b in bundles:
+                for k, v in b.items():
+                    total[k] = total.get(k, 0.0) + v
+            bundles = [total]
+        return "placement_group_bundles", bundles
+    o = d.ray_actor_options
+    ask = {"CPU": SERVE_DEFAULT_NUM_CPUS if o is None or o.num_cpus is None else o.num_cpus,
+           "GPU": (o.num_gpus if o else None) or 0.0, "memory": (o.memory if o else None) or 0.0,
+           **((o.resources if o else None) or {})}
+    if o and o.accelerator_type:
+        ask[ACCELERATOR + o.accelerator_type] = 0.001
+    return "ray_actor_options", [ask]
+
+
+def _fits(n: NodeType, ask: dict[str, float]) -> bool:
+    offered = {"CPU": n.cpus, "GPU": n.gpus, "memory": quantity(n.memory), **n.resources}
+    return all(n.gpu_model == k[len(ACCELERATOR):] if k.startswith(ACCELERATOR)
+               else offered.get(k, 0) >= v for k, v in ask.items() if v)
+
+
+def _shown(ask: dict[str, float]) -> str:
+    names = {"CPU": "CPUs", "GPU": "GPUs", "memory": "memory bytes"}
+    return ", ".join(f"a {k[len(ACCELERATOR):]}" if k.startswith(ACCELERATOR)
+                     else f"{names.get(k, k)} {v:g}" for k, v in ask.items() if v)
+
+
 def place(config: ServeConfig, cluster: ClusterFile) -> dict[str, str]:
     """The node type each deployment's replicas fit on (the first that offers what its
-    ray_actor_options ask); a ConfigError naming the deployment if none does."""
+    ray_actor_options, or its placement group, ask); a ConfigError naming the deployment
+    if none does."""
     placed: dict[str, str] = {}
     for app in config.applications:
         for d in app.deployments:
-            o = d.ray_actor_options
-            cpus = SERVE_DEFAULT_NUM_CPUS if o is None or o.num_cpus is None else o.num_cpus
-            gpus = (o.num_gpus if o else None) or 0.0
-            memory = (o.memory if o else None) or 0.0
-            custom = (o.resources if o else None) or {}
-            model = o.accelerator_type if o else None
-            fits = [n for n in cluster.node_types
-                    if n.cpus >= cpus and n.gpus >= gpus and quantity(n.memory) >= memory
-                    and all(n.resources.get(k, 0) >= v for k, v in custom.items())
-                    and (model is None or n.gpu_model == model)]
+            key, units = _asks(d)
             where = f"applications[{app.name}].deployments[{d.name}]"
-            if not fits:
-                asks = ", ".join(f"{k} {v:g}" for k, v in
-                                 [("CPUs", cpus), ("GPUs", gpus), ("memory bytes", memory),
-                                  *custom.items()] if v) + (f", a {model}" if model else "")
-                raise ConfigError(f"{where}.ray_actor_options asks for {asks}: no node type "
-                                  f"in the cluster file offers that")
-            placed[where] = fits[0].name
+            for ask in units:
+                fits = [n for n in cluster.node_types if _fits(n, ask)]
+                if not fits:
+                    whole = " on one node" if d.placement_group_strategy == "STRICT_PACK" \
+                        and key == "placement_group_bundles" else ""
+                    raise ConfigError(f"{where}.{key} asks for {_shown(ask)}{whole}: no node "
+                                      f"type in the cluster file offers that")
+                placed.setdefault(where, fits[0].name)
     return placed
 
 

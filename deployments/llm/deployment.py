@@ -11,7 +11,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.grpc_util import RayServegRPCContext
 
-from deployments.llm.config import LlmArgs
+from deployments.llm.config import LLM_DEPLOYMENT, LlmArgs
 from deployments.llm.engine import VllmEngine
 from deployments.llm.openai_http import chat_completions, list_models
 from deployments.llm.service import LlmService
@@ -32,7 +32,7 @@ def _refused(request: Request) -> JSONResponse | None:
                         headers={"WWW-Authenticate": "Bearer"})
 
 
-@serve.deployment(name="LlmDeployment")
+@serve.deployment(name=LLM_DEPLOYMENT)
 @serve.ingress(api)
 class LlmDeployment:
     async def __init__(self, args: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it

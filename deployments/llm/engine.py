@@ -84,6 +84,28 @@ class EngineCounters:
         return _Logger
 
 
+def engine_kwargs(args: LlmArgs, path: str) -> dict[str, Any]:
+    """vLLM's AsyncEngineArgs from the app's args (its engine_kwargs win)."""
+    kwargs: dict[str, Any] = {
+        "model": path, "served_model_name": [args.served_model_name], "dtype": args.dtype,
+        "max_model_len": args.max_model_len,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "enforce_eager": args.enforce_eager,
+        "enable_prefix_caching": args.enable_prefix_caching,
+        "max_num_seqs": args.max_num_seqs, "disable_log_stats": False,
+    }
+    if args.block_size:
+        kwargs["block_size"] = args.block_size
+    if args.device == "cuda":
+        kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
+    if args.uses_gpu_group:
+        # Ray's executor: its workers go on the GPU bundles of the replica's placement
+        # group (derived_deployment_options); the default, multiprocessing, would look
+        # for the GPUs inside this one actor, which holds none.
+        kwargs["distributed_executor_backend"] = "ray"
+    return kwargs | args.engine_kwargs
+
+
 class VllmEngine:
     def __init__(self, args: LlmArgs, ray_metrics: bool = False) -> None:
         """ray_metrics: export vLLM's own metrics (TTFT, tokens, prefix-cache hits)
@@ -103,19 +125,7 @@ class VllmEngine:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(args.kv_cache_gib)
             if args.cpu_nice:
                 os.nice(args.cpu_nice)  # the engine's processes inherit it
-        kwargs: dict[str, Any] = {
-            "model": path, "served_model_name": [args.served_model_name], "dtype": args.dtype,
-            "max_model_len": args.max_model_len,
-            "tensor_parallel_size": args.tensor_parallel_size,
-            "enforce_eager": args.enforce_eager,
-            "enable_prefix_caching": args.enable_prefix_caching,
-            "max_num_seqs": args.max_num_seqs, "disable_log_stats": False,
-        }
-        if args.block_size:
-            kwargs["block_size"] = args.block_size
-        if args.device == "cuda":
-            kwargs["gpu_memory_utilization"] = args.gpu_memory_utilization
-        engine_args = AsyncEngineArgs(**(kwargs | args.engine_kwargs))
+        engine_args = AsyncEngineArgs(**engine_kwargs(args, path))
         self.counters = EngineCounters()
         t0 = time.monotonic()
         loggers = [self.counters.factory()]

@@ -38,6 +38,11 @@ class TtsDeployment:
         async for event in relay_with_status(events, grpc_context):
             yield event  # type: ignore[misc]
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """For deployments.autoscaling.LoadPolicy: synthesis jobs queued or running over the
+        workers, averaged since the last report."""
+        return {"load": self._service.pool.load.share()}
+
     def units_synthesized(self) -> int:
         return self._service.units_synthesized
 
