@@ -78,6 +78,9 @@ class AgentAudioTrack(PacedAudioTrack):
         self.paused_at = None
 
     def clear(self) -> None:
+        for seg in self._queue:  # what was heard of a cut segment stays heard
+            if seg.pos:
+                self.heard[seg.turn] = max(self.heard.get(seg.turn, 0), self.heard_chars(seg.turn))
         self._queue.clear()
         self.resume()
         for turn in list(self._drained):

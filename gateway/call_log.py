@@ -75,6 +75,6 @@ def session_event(session_id: str, event: ev.Event) -> None:
               **{k: round(getattr(event, k)) for k in _STAGES},
               speculation=event.speculation, p_finished=round(event.p_finished, 2))
     elif event.type == "error" and isinstance(event, ev.Info):
-        log.warning("error", extra={"fields": {"session": session_id,
+        log.info("error", extra={"fields": {"session": session_id,
                                                "stage": event.detail.get("stage", ""),
                                                "message": event.message}})

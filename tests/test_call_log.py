@@ -44,7 +44,7 @@ def test_key_value_lines_parse_back() -> None:
     assert start["session"] == "s1" and start["remote"] == "127.0.0.1" and start["level"] == "info"
     assert turn["ttfat_ms"] == "812" and turn["asr_final_ms"] == "70"
     assert turn["speculation"] == "hit"
-    assert error["level"] == "warning" and error["stage"] == "tts"
+    assert error["level"] == "info" and error["stage"] == "tts"
     assert error["message"] == 'UNAVAILABLE: replica "tts#1" died'
     assert end["reason"] == "ended by the client" and float(end["duration_s"]) > 0
 

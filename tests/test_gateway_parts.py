@@ -105,9 +105,9 @@ async def test_agent_track_paces_pauses_and_counts_what_was_heard() -> None:
     rest = [await track.recv() for _ in range(5)]
     assert np.abs(rest[0].to_ndarray()).max() > 1000
     assert track.heard_chars(1) == 20 and not track.speaking
-    track.push(2, tone, 0, 5)
+    track.push(2, tone, 0, 50)
     assert np.abs((await track.recv()).to_ndarray()).max() > 1000  # 20 ms of the 200 ms
     track.clear()
-    assert not track.speaking and track.heard_chars(2) == 0  # a tenth of 5 characters
+    assert not track.speaking and track.heard_chars(2) == 5  # a tenth of 50 characters stays heard
     assert not np.abs((await track.recv()).to_ndarray()).any()  # the rest is dropped
     track.stop()
