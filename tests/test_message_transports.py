@@ -60,6 +60,15 @@ def test_session_update_in_the_ga_and_the_beta_shape() -> None:
     assert shown["input_audio_format"] == "g711_alaw" and shown["voice"] == "af_heart"
     shown = described(ga, "sess_1", "ff_siwis", beta=False)
     assert shown["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert shown["output_modalities"] == ["audio"]
+    text = updated(ga, {"output_modalities": ["text"]}, beta=False)
+    assert text.text_only and described(text, "s", "v", beta=False)["output_modalities"] == [
+        "text"]
+    assert not updated(text, {"output_modalities": ["audio"]}, beta=False).text_only
+    beta_text = updated(beta, {"modalities": ["text"]}, beta=True)
+    assert beta_text.text_only and described(beta_text, "s", "v", beta=True)["modalities"] == [
+        "text"]
+    assert not updated(beta_text, {"modalities": ["text", "audio"]}, beta=True).text_only
 
 
 @pytest.mark.parametrize("session,param", [
@@ -74,6 +83,9 @@ def test_session_update_in_the_ga_and_the_beta_shape() -> None:
     ({"instructions": 5}, "session.instructions"),
     ({"audio": "loud"}, "session.audio"),
     ({"audio": {"output": 3}}, "session.audio.output"),
+    ({"output_modalities": ["audio", "text"]}, "session.output_modalities"),
+    ({"modalities": ["video"]}, "session.modalities"),
+    ({"modalities": "text"}, "session.modalities"),
 ])
 def test_a_bad_setting_names_its_key(session: dict[str, object], param: str) -> None:
     with pytest.raises(BadSetting) as e:

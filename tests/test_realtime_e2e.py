@@ -144,9 +144,30 @@ async def test_a_client_that_commits_its_own_turns_and_sends_text(
         await caller.conn.response.create()
         done = await caller.wait_event("response.done", 60, since)
         assert done.response.status == "completed"
+        assert caller.of_type("response.output_audio.delta", since)
+        # text in, text out: output_modalities ["text"] answers without speech
+        since = len(caller.events)
+        await caller.conn.session.update(session={"type": "realtime",
+                                                  "output_modalities": ["text"]})
+        updated = await caller.wait_event("session.updated", 10, since)
+        assert updated.session.output_modalities == ["text"]
+        await caller.conn.conversation.item.create(item={
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "Say goodbye."}]})
+        await caller.conn.response.create()
+        done = await caller.wait_event("response.done", 60, since)
+        assert done.response.status == "completed", done.response
+        assert done.response.output_modalities == ["text"]
+        (content,) = done.response.output[0].content
+        deltas = "".join(e.delta for e in caller.of_type("response.output_text.delta", since))
+        assert content.type == "output_text" and content.text and content.text == deltas
+        assert caller.of_type("response.output_text.done", since)[0].text == content.text
+        assert not caller.of_type("response.output_audio.delta", since)
+        assert not caller.of_type("response.output_audio_transcript.delta", since)
         (call,) = gw.calls.values()
         roles = [r for r, _ in call.session.context.messages]
-        assert roles == ["user", "assistant", "user", "assistant"], roles
+        assert roles == ["user", "assistant"] * 3, roles
+        assert call.session.context.messages[-1][1].split() == content.text.split()
     finally:
         await caller.close()
 

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 
 from gateway.call_host import Call, CallHost
@@ -52,7 +53,10 @@ async def _offer(request: web.Request) -> tuple[str, dict[str, Any] | None]:
             raise ValueError(f"the offer is not UTF-8 text: {e}") from None
     if request.content_type != "multipart/form-data":
         raise TypeError("send the offer as application/sdp or multipart/form-data")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (HttpProcessingError, ValueError) as e:  # a broken part, header or boundary
+        raise ValueError(f"the multipart form cannot be read: {e}") from None
     sdp, session = _text(form.get("sdp")), _text(form.get("session"))
     if sdp is None:
         raise ValueError("the form has no `sdp` field")

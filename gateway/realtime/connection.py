@@ -11,6 +11,9 @@ turn taker and policy) and answers them; this adapter only translates:
     played / interrupted / failed -> ...done events, response.done (completed, cancelled,
                                      failed), with what was heard as the transcript
 
+A session whose output_modalities is ["text"] (beta: modalities ["text"]) is answered
+in text: response.output_text.delta / done, no TTS stream and no audio.
+
 The agent's audio is sent paced in real time, as on a WebRTC track, so what was
 sent is what was heard; `conversation.item.truncate` narrows that to what the
 client played. A client using the beta protocol (header `OpenAI-Beta:
@@ -81,12 +84,18 @@ class Response:
     text: str = ""
     audio_bytes: int = 0
     cancel_reason: str = "turn_detected"
+    text_only: bool = False  # output_modalities ["text"]
 
     def item(self, status: str, transcript: str | None = None) -> dict[str, Any]:
+        said = self.text if transcript is None else transcript
+        content = {"type": "output_text", "text": said} if self.text_only else \
+            {"type": "output_audio", "transcript": said}
         return {"id": self.item_id, "object": "realtime.item", "type": "message",
-                "role": "assistant", "status": status,
-                "content": [{"type": "output_audio", "transcript":
-                             self.text if transcript is None else transcript}]}
+                "role": "assistant", "status": status, "content": [content]}
+
+    def part(self, said: str) -> dict[str, Any]:
+        return {"type": "text", "text": said} if self.text_only else \
+            {"type": "audio", "transcript": said}
 
 
 @dataclass
@@ -208,7 +217,8 @@ class RealtimeConnection:
 
     def _response_started(self, reply: int) -> None:
         c = self.convo
-        r = c.responses[reply] = Response(self._new_id("resp"), self._new_id("item"), reply)
+        r = c.responses[reply] = Response(self._new_id("resp"), self._new_id("item"), reply,
+                                          text_only=self.settings.text_only)
         c.replies_by_item[r.item_id] = reply
         fmt = self.settings.output_format
         self.emit("response.created", response=self._response(r, "in_progress", []))
@@ -219,7 +229,7 @@ class RealtimeConnection:
                   previous_item_id=c.last_item)
         c.last_item = r.item_id
         self.emit("response.content_part.added", response_id=r.id, item_id=r.item_id,
-                  output_index=0, content_index=0, part={"type": "audio", "transcript": ""})
+                  output_index=0, content_index=0, part=r.part(""))
         log.debug("realtime %s: response %s for reply %d in %s", self.session.id, r.id,
                   reply, fmt)
 
@@ -228,7 +238,8 @@ class RealtimeConnection:
         return {"id": r.id, "object": "realtime.response", "status": status,
                 "status_details": details, "output": output,
                 "conversation_id": "conv_" + self.session.id,
-                "output_modalities": ["audio"], "metadata": None, "usage": None}
+                "output_modalities": ["text"] if r.text_only else ["audio"],
+                "metadata": None, "usage": None}
 
     def _finish(self, reply: int, status: str, transcript: str | None = None,
                 details: dict[str, Any] | None = None,
@@ -239,10 +250,12 @@ class RealtimeConnection:
         said = r.text if transcript is None else transcript
         where = {"response_id": r.id, "item_id": r.item_id, "output_index": 0,
                  "content_index": 0}
-        self.emit("response.output_audio.done", **where)
-        self.emit("response.output_audio_transcript.done", **where, transcript=said)
-        self.emit("response.content_part.done", **where,
-                  part={"type": "audio", "transcript": said})
+        if r.text_only:
+            self.emit("response.output_text.done", **where, text=said)
+        else:
+            self.emit("response.output_audio.done", **where)
+            self.emit("response.output_audio_transcript.done", **where, transcript=said)
+        self.emit("response.content_part.done", **where, part=r.part(said))
         item = r.item("completed" if status == "completed" else "incomplete", said)
         self.emit("response.output_item.done", response_id=r.id, output_index=0, item=item)
         self.emit("conversation.item.done", item=item, previous_item_id=None)
@@ -275,7 +288,8 @@ class RealtimeConnection:
             r = c.responses.get(e.turn)
             if r is not None:
                 r.text += e.text
-                self.emit("response.output_audio_transcript.delta", response_id=r.id,
+                self.emit("response.output_text.delta" if r.text_only else
+                          "response.output_audio_transcript.delta", response_id=r.id,
                           item_id=r.item_id, output_index=0, content_index=0, delta=e.text)
         elif isinstance(e, ev.Transcript) and not e.final and c.speaking is not None:
             # partials are whole hypotheses: a delta only where one extends the last
@@ -337,6 +351,7 @@ class RealtimeConnection:
         self.settings = new
         self.inbound.reformat(new.input_format)
         self.session.voice = new.voice or None
+        self.session.speak = not new.text_only
         self.session.context.instructions = new.instructions
         self.session.temperature = new.temperature
         self.session.reply_max_tokens = new.max_output_tokens or self.host.cfg.reply_max_tokens

@@ -44,6 +44,7 @@ class Settings:
     max_output_tokens: int | None = None  # None: "inf" (the gateway's own limit)
     tools: list[dict[str, Any]] = field(default_factory=list)  # the client's functions
     model: str = "voxray"
+    text_only: bool = False  # output_modalities ["text"]: answers in text, not speech
 
     def turn_config(self, base: TurnConfig) -> TurnConfig:
         """The gateway's turn taking, as this session's turn_detection tunes it."""
@@ -144,6 +145,17 @@ def updated(current: Settings, session: Any, beta: bool) -> Settings:
                 new.max_output_tokens = n
             else:
                 raise BadSetting(f"session.{key}", f"{n!r}: 1-4096 or \"inf\"")
+    if "output_modalities" in session:
+        kinds = session["output_modalities"]
+        if kinds not in (["audio"], ["text"]):
+            raise BadSetting("session.output_modalities", f'{kinds!r}: ["audio"] or ["text"]')
+        new.text_only = kinds == ["text"]
+    if "modalities" in session:  # beta: ["text"], or ["audio", "text"]
+        kinds = session["modalities"]
+        if not isinstance(kinds, list) or not kinds or \
+                not all(k in ("audio", "text") for k in kinds):
+            raise BadSetting("session.modalities", f'{kinds!r}: ["text"] or ["audio", "text"]')
+        new.text_only = "audio" not in kinds
     if "tools" in session:
         new.tools = _tools(session["tools"])
     if isinstance(session.get("model"), str):
@@ -183,16 +195,23 @@ def described(s: Settings, session_id: str, voice: str, beta: bool) -> dict[str,
     tokens: int | str = s.max_output_tokens or "inf"
     if beta:
         return {"id": session_id, "object": "realtime.session", "model": s.model,
-                "modalities": ["audio", "text"], "instructions": s.instructions,
+                "modalities": ["text"] if s.text_only else ["audio", "text"],
+                "instructions": s.instructions,
                 "voice": voice, "input_audio_format": _format_out(s.input_format, True),
                 "output_audio_format": _format_out(s.output_format, True),
                 "turn_detection": s.turn_detection, "tools": s.tools,
                 "temperature": s.temperature if s.temperature is not None else 0.8,
                 "max_response_output_tokens": tokens}
     return {"type": "realtime", "id": session_id, "object": "realtime.session",
-            "model": s.model, "output_modalities": ["audio"], "instructions": s.instructions,
+            "model": s.model, "output_modalities": modalities(s),
+            "instructions": s.instructions,
             "audio": {"input": {"format": _format_out(s.input_format, False),
                                 "turn_detection": s.turn_detection},
                       "output": {"format": _format_out(s.output_format, False),
                                  "voice": voice}},
             "tools": s.tools, "tool_choice": "auto", "max_output_tokens": tokens}
+
+
+def modalities(s: Settings) -> list[str]:
+    """What a response is made of (GA's output_modalities)."""
+    return ["text"] if s.text_only else ["audio"]

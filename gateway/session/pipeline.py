@@ -128,6 +128,7 @@ class PipelineSession:
         self.listeners: list[Callable[[TurnEvent | SessionEvent], None]] = []
         # Per-session settings a client may change (the Realtime API's session.update).
         self.voice: str | None = None  # one voice whatever the language
+        self.speak = True  # False: replies in text only (a Realtime text session)
         self.reply_max_tokens = config.reply_max_tokens
         self.temperature: float | None = None
         self.manual = False  # the client ends its turns (set_manual)
@@ -373,7 +374,8 @@ class PipelineSession:
             playout=self.track, on_text=self._agent_text, on_event=self._emit,
             speculative=self.turn_cfg.speculative if speculative else "off",
             max_tokens=self.reply_max_tokens, first_tokens=self.cfg.reply_first_tokens,
-            temperature=self.temperature, retry=self.cfg.stage_retry, tools=self.tools)
+            temperature=self.temperature, retry=self.cfg.stage_retry, tools=self.tools,
+            speak=self.speak)
         reply.start()
         return reply
 

@@ -76,8 +76,10 @@ class ReplyHandle:
         on_text: Callable[[int, str], None], on_event: Callable[[SessionEvent], None],
         speculative: str = "off", max_tokens: int | None = None, first_tokens: int = 0,
         language: str = "", temperature: float | None = None,
-        retry: RetryConfig | None = None, tools: ToolBox | None = None,
+        retry: RetryConfig | None = None, tools: ToolBox | None = None, speak: bool = True,
     ) -> None:
+        """speak: False for a text-only reply (a Realtime session whose output modality is
+        text): no TTS stream, and the text as it is sent is what the user got."""
         self.id = reply_id
         self.language = language  # the user's: the LLM is asked to answer in it
         self.voice = voice
@@ -93,7 +95,8 @@ class ReplyHandle:
         self._playout = playout
         self._on_text = on_text
         self._on_event = on_event
-        self._tts_early = speculative != "llm"  # synthesize while still speculative
+        self._speak = speak
+        self._tts_early = speak and speculative != "llm"  # synthesize while speculative
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._retry = retry or RetryConfig(attempts=0)
@@ -152,7 +155,7 @@ class ReplyHandle:
             self._playout.push(self.id, h.pcm, h.span_start, h.span_end)
         self._held_text.clear()
         self._held_audio.clear()
-        if self._tts_task is None and self.active:
+        if self._speak and self._tts_task is None and self.active:
             self._open_tts()
         self._committed.set()
 
@@ -170,7 +173,7 @@ class ReplyHandle:
         `chars` characters)."""
         if self.state == "speculative":
             return ""
-        played = self._playout.heard_chars(self.id)
+        played = self._playout.heard_chars(self.id) if self._speak else len(self.text)
         n = min(played if chars is None else min(chars, played), len(self.text))
         if 0 < n < len(self.text) and self.text[n].isalnum():
             n = self.text.rfind(" ", 0, n) + 1  # a word cut in half was not heard
@@ -366,7 +369,7 @@ class ReplyHandle:
         """The reply's outcome: "done" or "failed"; cancelled, it raises CancelledError
         and `outcome` is the reason given to cancel()."""
         try:
-            if self._tts_early or self.state == "committed":
+            if self._tts_early or self._speak and self.state == "committed":
                 self._open_tts()
             try:
                 await self._read_llm()
