@@ -1,6 +1,7 @@
-"""Bad bytes at signalling: 1200 random and mutated requests at every HTTP route of a
-gateway get a 4xx with a reason (or a 201 for an offer that is still a valid one),
-never a server error, and the gateway goes on answering good offers."""
+"""Bad bytes at signalling: 3000 random and mutated requests at every HTTP route of a
+gateway (over 1000 each at the two offer routes, WHIP's and the Realtime API's call
+flow) get a 4xx with a reason (or a 201 for an offer that is still a valid one), never
+a server error, and the gateway goes on answering good offers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from tests.test_gateway_e2e import start_gateway
 from tests.waiting import until
 from voxray import runtime
 
-N = 1200
+N = 3000
+BOUNDARY = b"f0zzb0undary"
 
 
 async def real_offer() -> str:
@@ -57,7 +59,38 @@ def mutated(sdp: str, rng: random.Random) -> bytes:
     return "\r\n".join(lines).encode(errors="surrogatepass")
 
 
+def multipart(fields: list[tuple[bytes, bytes]], rng: random.Random) -> bytes:
+    """A form as the openai SDK posts it (`sdp`, `session`), sometimes broken."""
+    body = b"".join(b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="' + name
+                    + b'"\r\n\r\n' + value + b"\r\n" for name, value in fields)
+    body += b"--" + BOUNDARY + b"--\r\n"
+    if rng.random() < 0.2:
+        body = body[: rng.randrange(len(body) + 1)]
+    return body
+
+
+def realtime_call_request(sdp: str, rng: random.Random) -> tuple[str, str, bytes,
+                                                                   dict[str, str]]:
+    """POST /v1/realtime/calls: an SDP body, or a form of sdp and session settings."""
+    if rng.random() < 0.4:
+        return "POST", "/v1/realtime/calls", mutated(sdp, rng), {
+            "Content-Type": rng.choice(["application/sdp"] * 4 + ["text/plain", ""])}
+    session = rng.choice([b'{"type": "realtime"}', b"{", b"[]", b"null", b"\xff\xfe",
+                          b'{"audio": {"input": {"format": "mp3"}}}',
+                          b'{"output_modalities": "text"}', b'{"instructions": 5}',
+                          b'{"turn_detection": {"type": "semantic_vad", "eagerness": 9}}',
+                          b'{"tools": [{"type": "mcp"}]}', b'{"type": "realtime"}' * 50])
+    fields = [(b"sdp", mutated(sdp, rng)), (b"session", session)]
+    if rng.random() < 0.2:
+        fields = rng.sample(fields, rng.randrange(len(fields) + 1))
+    content_type = "multipart/form-data; boundary=" + rng.choice(
+        [BOUNDARY.decode()] * 8 + ["", "other"])
+    return "POST", "/v1/realtime/calls", multipart(fields, rng), {"Content-Type": content_type}
+
+
 def random_request(sdp: str, rng: random.Random) -> tuple[str, str, bytes, dict[str, str]]:
+    if rng.random() < 0.5:
+        return realtime_call_request(sdp, rng)
     kind = rng.randrange(10)
     headers = {"Content-Type": rng.choice(["application/sdp"] * 6 + [
         "text/plain", "application/json", "application/sdp; charset=latin-1", ""])}
@@ -73,24 +106,29 @@ def random_request(sdp: str, rng: random.Random) -> tuple[str, str, bytes, dict[
         return "POST", f"/whip?mode={mode}", mutated(sdp, rng), headers
     if kind == 8:
         cid = rng.choice(["", "nope", "%2e%2e", "x" * 5000, "\u00e9", "12345"])
-        return "DELETE", f"/whip/{cid}", b"", headers
+        return "DELETE", rng.choice(["/whip/", "/v1/realtime/calls/"]) + cid, b"", headers
     path = rng.choice(["/", "/healthz", "/metrics", "/static/../../etc/passwd",
-                       "/static/index.html", "/whip/", "/nope"])
+                       "/static/index.html", "/whip/", "/nope", "/v1/realtime", "/twilio",
+                       "/v1/realtime/calls"])
     return rng.choice(["GET", "POST", "PUT", "PATCH"]), path, b"\x00" * rng.randrange(50), headers
 
 
 async def test_random_and_mutated_requests_get_4xx_never_5xx() -> None:
     # no stages: the subject is signalling; a session an offer opens ends on its own
-    runner, gw, url = await start_gateway(f"127.0.0.1:{runtime.free_port()}", max_sessions=500,
+    runner, gw, url = await start_gateway(f"127.0.0.1:{runtime.free_port()}", max_sessions=2000,
                                           connect_timeout_s=5)
     rng = random.Random(20261202)
     sdp = await real_offer()
     statuses: Counter[int] = Counter()
+    offers: Counter[str] = Counter()  # POSTs at each offer route
     errors = []
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(N):
                 method, path, body, headers = random_request(sdp, rng)
+                route = path.split("?")[0]
+                if method == "POST" and route in ("/whip", "/v1/realtime/calls"):
+                    offers[route] += 1
                 async with http.request(method, url + path, data=body,
                                         headers=headers) as res:
                     statuses[res.status] += 1
@@ -100,11 +138,13 @@ async def test_random_and_mutated_requests_get_4xx_never_5xx() -> None:
                     if res.status >= 500 and not (res.status == 503 and "mode=duplex" in path
                                                   and "duplex" in text):
                         errors.append((res.status, method, path, body[:200], text[:300]))
-                    elif 400 <= res.status < 500 and method == "POST" and path.startswith(
-                            "/whip"):
+                    elif 400 <= res.status < 500 and method == "POST" and route in offers:
                         assert text.strip(), (res.status, body[:200])  # a reason
+            print(f"\n{N} requests: statuses {dict(sorted(statuses.items()))}, "
+                  f"offers by route {dict(offers)}, server errors {len(errors)}")
             assert not errors, errors[:5]
             assert statuses[400] > N // 4 and sum(statuses.values()) == N, statuses
+            assert min(offers.values()) >= 1000, offers
             # still serving: health, and a good offer gets its answer
             async with http.get(f"{url}/healthz") as res:
                 assert res.status == 200
