@@ -15,7 +15,8 @@ ended), the turn model's time per decision, speculative work thrown away per tur
 barge-in stop latency (the caller speaks over a long answer).
 
     python -m loadtest.bench_call [--set complete|paused|both] [--turns 24]
-        [--barge-ins 5] [--url http://127.0.0.1:8080] [--json out.json]
+        [--barge-ins 5] [--url http://127.0.0.1:8080] [--profile overlay.yaml]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from aiohttp import web
 
 from gateway.config import local_gateway_config
@@ -37,6 +40,7 @@ from loadtest.harness.stats import write_json
 from loadtest.turnset import TurnSample, samples
 from voxray import runtime
 from voxray.clients.caller import RATE, Caller, let_agent_talk, load_48k
+from voxray.config import merge
 from voxray.ice import offer_only
 
 AUDIBLE = 328
@@ -190,9 +194,9 @@ async def run(url: str, which: str, turns: int, barge_ins: int) -> dict[str, Any
     return report
 
 
-async def with_own_gateway(grpc_target: str, which: str, turns: int,
-                           barge_ins: int) -> dict[str, Any]:
-    cfg = local_gateway_config()
+async def with_own_gateway(grpc_target: str, which: str, turns: int, barge_ins: int,
+                           gateway: dict[str, Any] | None = None) -> dict[str, Any]:
+    cfg = local_gateway_config(**(gateway or {}))
     runner = web.AppRunner(Gateway(cfg, grpc_target).app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", cfg.port).start()
@@ -209,15 +213,23 @@ def main() -> int:
     ap.add_argument("--barge-ins", type=int, default=5)
     ap.add_argument("--url", help="a running gateway (voxray up); default: start the CPU "
                                   "profile and a gateway here")
+    ap.add_argument("--profile", action="append", default=[], metavar="YAML",
+                    help="an overlay on the CPU profile (stages and gateway), to compare a "
+                         "setting; repeatable")
     ap.add_argument("--json", help="write the report here too")
     ns = ap.parse_args()
+    overlays = [yaml.safe_load(Path(f).read_text()) or {} for f in ns.profile]
     offer_only(["127.0.0.1"])
     if ns.url:
         report = asyncio.run(run(ns.url, ns.set, ns.turns, ns.barge_ins))
     else:
         try:
-            ep = runtime.start_local_profile(timeout_s=600)
-            report = asyncio.run(with_own_gateway(ep.grpc, ns.set, ns.turns, ns.barge_ins))
+            ep = runtime.start_local_profile(overrides=overlays, timeout_s=600)
+            gateway: dict[str, Any] = {}
+            for overlay in overlays:
+                gateway = merge(gateway, overlay.get("gateway") or {})
+            report = asyncio.run(with_own_gateway(ep.grpc, ns.set, ns.turns, ns.barge_ins,
+                                                  gateway))
         finally:
             runtime.stop()
     print(json.dumps({k: v for k, v in report.items() if k != "turns"}, indent=2))
