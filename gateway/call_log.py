@@ -76,5 +76,5 @@ def session_event(session_id: str, event: ev.Event) -> None:
               speculation=event.speculation, p_finished=round(event.p_finished, 2))
     elif event.type == "error" and isinstance(event, ev.Info):
         log.info("error", extra={"fields": {"session": session_id,
-                                               "stage": event.detail.get("stage", ""),
-                                               "message": event.message}})
+                                            "stage": event.detail.get("stage", ""),
+                                            "message": event.message}})
