@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     from loadtest.harness.stats import write_csv, write_json
 
     logging.getLogger("aioice").setLevel(logging.ERROR)
+    # The target is on this machine: offer it 127.0.0.1 (aioice never offers loopback
+    # itself, so in a loopback-only namespace no caller would connect).
+    from voxray.ice import offer_only
+
+    offer_only(["127.0.0.1"])
     thresholds = Thresholds(ttfat_p95_ms=ns.fail_ttfat_p95_ms, ttfat_p99_ms=ns.fail_ttfat_p99_ms,
                             gateway_ttfat_p95_ms=ns.fail_gateway_ttfat_p95_ms,
                             error_rate=ns.fail_error_rate, max_dropped=ns.fail_dropped,

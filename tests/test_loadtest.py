@@ -126,6 +126,17 @@ def test_percentiles_thresholds_and_cost() -> None:
     assert checks["turn error rate"]["passed"] and checks["turn error rate"]["value"] == 0.2
     assert not report["thresholds"]["passed"]
     assert report["run"]["sustained_sessions"] == 2.0
+    assert checks["turns answered"]["passed"] and checks["turns answered"]["value"] == 4
+    # a run no caller got through passes no threshold, not even "0 dropped"
+    nobody = RunStats()
+    nobody.sessions_failed = 34
+    empty = build(nobody, scenario={"name": "x", "mode": "pipeline"},
+                  run={"url": "u", "users": 2, "spawn_rate": 1, "ramp_s": 10.0},
+                  thresholds=Thresholds(max_dropped=0, max_unexplained=0), cost=None,
+                  replicas={"samples": [], "summary": {}, "error": None})
+    checks_empty = {c["name"]: c for c in empty["thresholds"]["checks"]}
+    assert checks_empty["dropped sessions"]["passed"]
+    assert not checks_empty["turns answered"]["passed"] and not empty["thresholds"]["passed"]
     cost = report["cost"]
     assert cost["per_conversation_minute_at_capacity"] == pytest.approx(2.4 / 60 / 2)
     assert cost["self_hosted_vs_api"] == pytest.approx(0.02 / 0.08, abs=1e-3)

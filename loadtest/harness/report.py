@@ -44,7 +44,8 @@ def check(thresholds: Thresholds, metrics: dict[str, Any], counters: dict[str, A
         if limit is None:
             return
         passed = value is not None and (value <= limit if below else value >= limit)
-        out.append({"name": name, "limit": limit, "value": value, "passed": passed})
+        out.append({"name": name, "limit": limit, "value": value, "passed": passed,
+                    "op": "<=" if below else ">="})
 
     add("caller TTFAT p95 ms", thresholds.ttfat_p95_ms, metrics["client_ttfat_ms"]["p95"])
     add("caller TTFAT p99 ms", thresholds.ttfat_p99_ms, metrics["client_ttfat_ms"]["p99"])
@@ -56,6 +57,8 @@ def check(thresholds: Thresholds, metrics: dict[str, Any], counters: dict[str, A
     add("turn error rate", thresholds.error_rate, failed / all_turns if all_turns else None)
     add("dropped sessions", thresholds.max_dropped, counters["sessions_dropped"])
     add("unexplained failed turns", thresholds.max_unexplained, counters["turns_unexplained"])
+    if out:  # a run that answered nothing (no caller got through) passes no threshold
+        add("turns answered", 1, counters["turns_ok"] + counters["barge_ins_ok"], below=False)
     return out
 
 
@@ -218,6 +221,6 @@ def text(r: dict[str, Any]) -> str:
     checks = r["thresholds"]["checks"]
     for ch in checks:
         value = "-" if ch["value"] is None else f"{ch['value']:.3g}"
-        lines.append(f"threshold {ch['name']} <= {ch['limit']:g}: {value} "
+        lines.append(f"threshold {ch['name']} {ch.get('op', '<=')} {ch['limit']:g}: {value} "
                      f"{'PASS' if ch['passed'] else 'FAIL'}")
     return "\n".join(lines)
