@@ -91,18 +91,24 @@ async def test_the_tts_replica_dies_mid_reply_and_the_answer_goes_on(serve_grpc:
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         retry = await caller.wait_event("stage_retry", 30, since=n)
         assert retry["detail"]["stage"] == "tts", retry
-        done = await caller.wait_event(("agent_done", "interrupted", "error"), 150, since=n)
-        assert done["type"] == "agent_done", caller.events[n:]
+        await the_answer_went_on(caller, gw, n, 150)
         # the rest of the answer was heard after the new replica came up
         assert caller.heard.audible_between(retry["received_at"] + 0.5, time.monotonic())
-        said = "".join(e["text"] for e in caller.events[n:] if e["type"] == "agent_text")
-        (session,) = [c.session for c in gw.calls.values()]
-        assert session.context.messages[-1] == ("assistant", said.strip())
         await answered_again(caller)
     finally:
         await caller.hang_up()
         await runner.cleanup()
     await recovered("tts", victim, "tts#TtsDeployment")
+
+
+async def the_answer_went_on(caller: Caller, gw: Gateway, n: int, within_s: float) -> str:
+    """The reply under way at a kill was finished, and the history holds all of it."""
+    done = await caller.wait_event(("agent_done", "interrupted", "error"), within_s, since=n)
+    assert done["type"] == "agent_done", caller.events[n:]
+    said = "".join(e["text"] for e in caller.events[n:] if e["type"] == "agent_text")
+    (session,) = [c.session for c in gw.calls.values()]
+    assert session.context.messages[-1] == ("assistant", said.strip())
+    return said
 
 
 async def answered_again(caller: Caller) -> None:
@@ -133,16 +139,12 @@ async def test_the_llm_replica_dies_mid_reply_and_the_answer_goes_on(serve_grpc:
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         retry = await caller.wait_event("stage_retry", 30, since=n)
         assert retry["detail"]["stage"] == "llm", retry
-        done = await caller.wait_event(("agent_done", "interrupted", "error"), 300, since=n)
-        assert done["type"] == "agent_done", caller.events[n:]
-        said = "".join(e["text"] for e in caller.events[n:] if e["type"] == "agent_text")
+        said = await the_answer_went_on(caller, gw, n, 300)
         # more was said after the new replica came up, and it was heard
         after = "".join(e["text"] for e in caller.events[n:] if e["type"] == "agent_text"
                         and e["received_at"] > retry["received_at"])
         assert after.strip(), said
         assert caller.heard.audible_between(retry["received_at"], time.monotonic())
-        (session,) = [c.session for c in gw.calls.values()]
-        assert session.context.messages[-1] == ("assistant", said.strip())
         await answered_again(caller)
     finally:
         await caller.hang_up()

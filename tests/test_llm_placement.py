@@ -9,12 +9,12 @@ the subject is where things land, not the model. Unchecked here: vLLM itself on 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.test_placement import local_cluster
 from voxray import runtime
 from voxray.config import DeploymentConfig, ServeConfig, load_config
 
@@ -43,27 +43,11 @@ def probe_config(tensor_parallel_size: int, strategy: str) -> ServeConfig:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    from ray.cluster_utils import Cluster
-
-    mp = pytest.MonkeyPatch()
-    for key, value in runtime.LOCAL_RAY_ENV.items():
-        mp.setenv(key, value)
-    head = {"num_cpus": 1, "include_dashboard": False}
-    try:
-        c = Cluster(initialize_head=True, head_node_args=head)
-    except RuntimeError:
-        time.sleep(10)  # GCS start-up deadline missed on two busy cores: once more
-        c = Cluster(initialize_head=True, head_node_args=head)
-    try:
-        c.add_node(num_cpus=1, num_gpus=2, resources={"pair": 1})
-        c.add_node(num_cpus=1, num_gpus=1, resources={"single": 1})
-        c.add_node(num_cpus=1, num_gpus=1, resources={"single": 1})
-        c.wait_for_nodes()
+    # declared GPUs: a node with two, two with one
+    with local_cluster(1, [{"num_cpus": 1, "num_gpus": 2, "resources": {"pair": 1}},
+                           {"num_cpus": 1, "num_gpus": 1, "resources": {"single": 1}},
+                           {"num_cpus": 1, "num_gpus": 1, "resources": {"single": 1}}]) as c:
         yield c
-    finally:
-        runtime.stop()
-        c.shutdown()
-        mp.undo()
 
 
 def deployed_where(cluster: Any, config: ServeConfig) -> tuple[dict[str, Any], dict[str, str]]:

@@ -10,6 +10,7 @@ app (loadtest/echo_app.py), so the test needs no GPU and little memory.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -47,14 +48,15 @@ def placed_config() -> ServeConfig:
     return config
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
+@contextlib.contextmanager
+def local_cluster(head_cpus: int, nodes: list[dict[str, Any]]) -> Iterator[Any]:
+    """A local multi-node Ray cluster (Ray's test Cluster): a head and these nodes."""
     from ray.cluster_utils import Cluster
 
     mp = pytest.MonkeyPatch()
     for key, value in runtime.LOCAL_RAY_ENV.items():
         mp.setenv(key, value)
-    head = {"num_cpus": 2, "include_dashboard": False}
+    head = {"num_cpus": head_cpus, "include_dashboard": False}
     try:
         c = Cluster(initialize_head=True, head_node_args=head)
     except RuntimeError:
@@ -63,14 +65,21 @@ def cluster() -> Iterator[Any]:
         time.sleep(10)
         c = Cluster(initialize_head=True, head_node_args=head)
     try:
-        c.add_node(num_cpus=1, resources={"gpu_node_a": 1})
-        c.add_node(num_cpus=1, resources={"gpu_node_b": 1})
+        for node in nodes:
+            c.add_node(**node)
         c.wait_for_nodes()
         yield c
     finally:
         runtime.stop()
         c.shutdown()
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with local_cluster(2, [{"num_cpus": 1, "resources": {"gpu_node_a": 1}},
+                           {"num_cpus": 1, "resources": {"gpu_node_b": 1}}]) as c:
+        yield c
 
 
 def test_each_stage_lands_on_the_node_type_it_asks_for(cluster: Any) -> None:
