@@ -14,6 +14,8 @@ import ray
 from ray import serve
 
 from gateway.server import Gateway
+from gateway.session.pipeline import PipelineSession
+from gateway.session.reply import ReplyHandle
 from tests.test_gateway_e2e import start_gateway
 from tests.waiting import until
 from voxray.clients.caller import Caller, let_agent_talk, load_48k
@@ -99,6 +101,47 @@ async def test_the_tts_replica_dies_mid_reply_and_the_answer_goes_on(serve_grpc:
         await caller.hang_up()
         await runner.cleanup()
     await recovered("tts", victim, "tts#TtsDeployment")
+
+
+async def test_the_llm_replica_dies_mid_reply_and_the_answer_goes_on(serve_grpc: str) -> None:
+    """Killed while it writes a long answer: the gateway asks the replica Serve starts
+    instead to continue from the text generated so far. The caller hears a gap, then the
+    rest; the history keeps the whole answer; the next turn is answered."""
+    # a new vLLM replica takes a while to load on a CPU: retry for as long
+    runner, gw, url = await start_gateway(serve_grpc, reply_max_tokens=120, stage_retry={
+        "attempts": 50, "deadline_s": 240, "max_backoff_ms": 2000})
+    (victim,) = replicas("llm#LlmDeployment")
+    actor = ray.get_actor(victim, namespace="serve")
+    caller = Caller(url)
+    await caller.connect()
+    try:
+        n = len(caller.events)
+        caller.mic.say(load_48k(f"{SPEECH}/s18.wav"))
+        # The kill lands while tokens are coming (the reply may still be speculative:
+        # the agent's first words can reach the caller after the whole answer is written).
+        (session,) = [c.session for c in gw.calls.values()]
+        assert isinstance(session, PipelineSession)
+
+        def writing() -> ReplyHandle | None:
+            return next((r for r in (session.spec, session.reply)
+                         if r is not None and r.generating and r.llm_tokens >= 2), None)
+
+        await until(lambda: writing() is not None, within_s=60, what="the LLM writing")
+        ray.kill(actor, no_restart=True)
+        reply = writing()
+        assert reply is not None, "the answer was finished before the kill"
+        written = reply.text
+        retry = await caller.wait_event("stage_retry", 30, since=n)
+        assert retry["detail"]["stage"] == "llm", retry
+        said = await the_answer_went_on(caller, gw, n, 300)
+        # continued, not started again: what was written before the kill begins the answer
+        assert said.strip().startswith(written.strip()), (written, said)
+        assert caller.heard.audible_between(retry["received_at"], time.monotonic())
+        await answered_again(caller)
+    finally:
+        await caller.hang_up()
+        await runner.cleanup()
+    await recovered("llm", victim, "llm#LlmDeployment", within_s=300)
 
 
 async def the_answer_went_on(caller: Caller, gw: Gateway, n: int, within_s: float) -> str:

@@ -141,6 +141,11 @@ class ReplyHandle:
         return self._task is not None and not self._task.done()
 
     @property
+    def generating(self) -> bool:
+        """The LLM is writing it now: a token came and the last call has not ended."""
+        return self.llm_tokens > 0 and not self._llm_done
+
+    @property
     def speculative(self) -> bool:
         return self.state == "speculative"
 
