@@ -15,6 +15,7 @@ STAGES = ("end_of_turn", "asr_final", "llm_first_token", "tts_first_audio")
 OUTCOMES = {"agent_done": "completed", "interrupted": "interrupted",
             "agent_resumed": "backchannel"}
 
+LATE_MS = (1, 2, 5, 10, 20, 50, 100, 250)
 MS = (50, 100, 150, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000, 3000, 5000, 10000)
 
 
@@ -44,6 +45,9 @@ class GatewayMetrics:
                                     "TTS audio of speculative replies thrown away", registry=r)
         self.turn_model = Histogram("voxray_turn_model_ms", "The end-of-turn audio model's "
                                     "compute per pause judged", buckets=MS, registry=r)
+        self.frame_late = Histogram("voxray_frame_late_ms", "How late each outbound 20 ms "
+                                    "audio frame went out against its schedule (pacing jitter)",
+                                    buckets=LATE_MS, registry=r)
         self.pause_wait = Histogram("voxray_pause_wait_ms", "Silence the turn policy asked for "
                                     "before a pause ends the turn", buckets=MS, registry=r)
 

@@ -39,6 +39,7 @@ from gateway.session.tools import ToolBox
 from gateway.smart_turn import SharedSmartTurn
 from gateway.twilio import twilio_stream
 from voxray.ice import offer_only
+from voxray.paced_track import PacedAudioTrack
 from voxray.stage_auth import stage_channel
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,8 @@ class Gateway:
     def start_call(self, call: Call, run: Coroutine[Any, Any, None], remote: str) -> None:
         """Count the call in and run its session (`run`) until it ends."""
         self.calls[call.session.id] = call
+        if isinstance(call.session.track, PacedAudioTrack):
+            call.session.track.on_late = self.metrics.frame_late.observe
         self.metrics.sessions.labels(call.mode).inc()
         call_log.session_started(call.session.id, call.mode, remote)
         call.task = asyncio.ensure_future(run)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from prometheus_client import generate_latest
 
 from gateway.agent_track import FRAME, RATE, AgentAudioTrack
 from gateway.config import BargeInConfig, TurnConfig
+from gateway.metrics import GatewayMetrics
 from gateway.session.barge_in import is_backchannel, may_be_user
 from gateway.session.events import PauseStarted, SpeechStarted, TurnEnded
 from gateway.session.turn_taker import QUIET_AGENT, AgentLevel, TurnTaker
 from gateway.vad import CHUNK, SileroVad
+from loadtest.bench_gateway import late_buckets, quantile
 from voxray.audio import read_audio
 from voxray.clients.asr_cli import last_voiced_sample
 
@@ -111,3 +114,22 @@ async def test_agent_track_paces_pauses_and_counts_what_was_heard() -> None:
     assert not track.speaking and track.heard_chars(2) == 5  # a tenth of 50 characters stays heard
     assert not np.abs((await track.recv()).to_ndarray()).any()  # the rest is dropped
     track.stop()
+
+
+async def test_a_frame_held_up_by_a_busy_loop_is_reported_late_and_measured() -> None:
+    metrics = GatewayMetrics()
+    track = AgentAudioTrack()
+    track.on_late = metrics.frame_late.observe
+    for _ in range(3):
+        await track.recv()
+    time.sleep(0.06)  # noqa: ASYNC251 - the event loop blocked, as by work on it
+    for _ in range(5):
+        await track.recv()
+    text = generate_latest(metrics.registry).decode()
+    buckets = late_buckets(text)
+    assert buckets[float("inf")] == 7  # every frame after the first
+    # the held-up frame was at least 40 ms late; the ones after it caught up
+    assert buckets[float("inf")] - buckets[20.0] >= 1
+    assert quantile({}, buckets, 0.99) > 20
+    assert quantile({}, buckets, 0.3) < 20
+    assert quantile(buckets, buckets, 0.5) is None  # no frames between the scrapes

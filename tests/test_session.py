@@ -1,5 +1,5 @@
 """A pipeline session without Ray or WebRTC: real speech through the real Silero VAD and Smart
-Turn model, stand-in stages on a real local gRPC server (tests/stand_in_stages.py), the
+Turn model, stand-in stages on a real local gRPC server (loadtest/stand_in_stages.py), the
 agent's track read as aiortc would. The subject is the session: speculation, continuations
 and recovery; the real models are in the Serve tests."""
 
@@ -21,7 +21,7 @@ from gateway.session.pipeline import PipelineSession
 from gateway.smart_turn import SharedSmartTurn
 from gateway.vad import CHUNK, SAMPLE_RATE
 from loadtest.turnset import samples
-from tests.stand_in_stages import Script, serve_stand_ins
+from loadtest.stand_in_stages import Script, serve_stand_ins
 from voxray.stage_auth import stage_channel
 
 SAMPLES = {s.id: s for s in samples()}

@@ -1,7 +1,7 @@
 """Function tools: the gateway's own (Python or HTTP) and a Realtime client's.
 
 The subject is the plumbing, so the model is scripted: a stand-in LLM that calls a
-tool when offered one (tests/stand_in_stages.py), and, for the LLM app's side, a
+tool when offered one (loadtest/stand_in_stages.py), and, for the LLM app's side, a
 scripted engine behind the real service with vLLM's real Hermes parser and the real
 SmolLM2 tokenizer. The real engine with tools is in test_llm_serve.py."""
 
@@ -24,7 +24,7 @@ from deployments.llm.engine import Chunk
 from deployments.llm.service import LlmService
 from gateway.config import GatewayConfig, ToolConfig
 from gateway.session.tools import ToolBox
-from tests.stand_in_stages import Script, serve_stand_ins
+from loadtest.stand_in_stages import Script, serve_stand_ins
 from tests.test_gateway_e2e import start_gateway
 from voxray.clients.realtime_caller import RealtimeCaller
 from voxray.paths import models_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -26,6 +27,9 @@ class PacedAudioTrack(MediaStreamTrack):
         self.frame_samples = rate // 50
         self._start: float | None = None
         self._pts = 0
+        # told how late (ms) each frame went out against its schedule: the pacing jitter
+        # that the event loop's other work adds
+        self.on_late: Callable[[float], None] | None = None
 
     def next_frame(self, now: float) -> np.ndarray:
         """The next frame_samples of int16 PCM; `now` is when it goes out."""
@@ -37,7 +41,10 @@ class PacedAudioTrack(MediaStreamTrack):
             self._start = time.monotonic()
         else:
             self._pts += self.frame_samples
-            await asyncio.sleep(max(0.0, self._start + self._pts / self.rate - time.monotonic()))
+            due = self._start + self._pts / self.rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if self.on_late is not None:
+                self.on_late(max(0.0, time.monotonic() - due) * 1000)
         return self.next_frame(time.monotonic())
 
     async def recv(self) -> av.AudioFrame:

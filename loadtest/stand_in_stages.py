@@ -1,6 +1,6 @@
-"""Stand-in ASR, LLM and TTS stages on a real local gRPC server, for tests whose subject is
-the session (turn-taking, speculation, recovery), not the models; the real models are
-covered by the tests against the Serve app.
+"""Stand-in ASR, LLM and TTS stages on a real local gRPC server, for tests and benches whose
+subject is the session or the gateway (turn-taking, speculation, recovery, media pacing),
+not the models; the real models are covered by the tests against the Serve app.
 
 * ASR: partials at each pause of the audio it gets (100 ms under -45 dBFS after speech),
   with a scripted text per pause; the final repeats the last partial.
