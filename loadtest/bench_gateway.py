@@ -16,6 +16,7 @@ event-loop lag and each gateway's CPU, to tell which side ran out.
 
     python -m loadtest.bench_gateway [--gateways 1] [--steps 1,2,4,8,12,16] [--hold-s 30]
         [--json out.json]
+    python -m loadtest.bench_gateway --gateways 2 --steps 4 --kill-one   # a gateway dies
 
 Run it in a namespace with only loopback, as scripts/test.sh runs the tests.
 """
@@ -29,6 +30,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
 from typing import Any
@@ -136,12 +138,14 @@ class Gateways:
                 p.kill()
 
 
-async def talk(caller: Caller, stop: asyncio.Event, turns: list[bool], seed: int) -> None:
-    """Speak, hear the answer, speak again, until `stop`; each turn's outcome in `turns`."""
+async def talk(caller: Caller, who: int, stop: asyncio.Event,
+               turns: list[tuple[int, float, bool]], seed: int) -> None:
+    """Speak, hear the answer, speak again, until `stop`; each turn as (caller, when it
+    ended, answered) in `turns`."""
     rng = np.random.default_rng(seed)
     while not stop.is_set():
-        turn = await speak_turn(caller, load_48k(str(rng.choice(SPEECH))), within_s=30)
-        turns.append(bool(turn.gateway))
+        turn = await speak_turn(caller, load_48k(str(rng.choice(SPEECH))), within_s=20)
+        turns.append((who, time.monotonic(), bool(turn.gateway)))
 
 
 async def lag_probe(lags: list[float], stop: asyncio.Event) -> None:
@@ -153,22 +157,14 @@ async def lag_probe(lags: list[float], stop: asyncio.Event) -> None:
 
 async def step(gws: Gateways, n: int, hold_s: float, seed: int) -> dict[str, Any]:
     """n callers talking for hold_s; the frame lateness and CPU between the scrapes."""
-    callers = [Caller(gws.url) for _ in range(n)]
-    for c in callers:
-        await c.connect()
-    stop, turns, lags = asyncio.Event(), list[bool](), list[float]()
-    tasks = [asyncio.create_task(talk(c, stop, turns, seed + i)) for i, c in enumerate(callers)]
-    probe = asyncio.create_task(lag_probe(lags, stop))
+    talkers = await Talkers.start(gws.url, n, seed)
     try:
-        await asyncio.sleep(2)  # every call's media under way
         before, cpu0, t0 = await gws.scrape(), gws.cpu_times(), time.monotonic()
         await asyncio.sleep(hold_s)
         after, cpu1, t1 = await gws.scrape(), gws.cpu_times(), time.monotonic()
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, probe, return_exceptions=True)
-        for c in callers:
-            await c.hang_up()
+        await talkers.hang_up()
+    turns, lags = talkers.turns, talkers.lags
     per = []
     for b, a, c0, c1 in zip(before, after, cpu0, cpu1, strict=True):
         bb, ab = late_buckets(b), late_buckets(a)
@@ -181,12 +177,62 @@ async def step(gws: Gateways, n: int, hold_s: float, seed: int) -> dict[str, Any
                     "frames_within_10ms": None if within is None else round(within, 4),
                     "cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 1)})
     return {"callers": n, "gateways": per, "turns": len(turns),
-            "turns_answered": sum(turns),
+            "turns_answered": sum(t[2] for t in turns),
             "bench_loop_lag_p95_ms": round(float(np.percentile(lags, 95)), 1) if lags else None}
 
 
+@dataclass
+class Talkers:
+    """Callers talking to the gateways until stopped; their turns as (caller, when the
+    turn ended, answered), and this process's event-loop lag."""
+
+    callers: list[Caller]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    turns: list[tuple[int, float, bool]] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, url: str, n: int, seed: int) -> Talkers:
+        t = cls([Caller(url) for _ in range(n)])
+        for c in t.callers:
+            await c.connect()
+        t.tasks = [asyncio.create_task(talk(c, i, t.stop, t.turns, seed + i))
+                   for i, c in enumerate(t.callers)]
+        t.tasks.append(asyncio.create_task(lag_probe(t.lags, t.stop)))
+        await asyncio.sleep(2)  # every call's media under way
+        return t
+
+    async def hang_up(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for c in self.callers:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                await c.hang_up()
+
+
+async def kill_one(gws: Gateways, n: int, hold_s: float) -> dict[str, Any]:
+    """n callers over the gateways; halfway through, the first gateway process is killed
+    (SIGKILL). Its callers' calls end; every other caller's turns go on being answered."""
+    talkers = await Talkers.start(gws.url, n, seed=7)
+    try:
+        await asyncio.sleep(hold_s / 2)
+        sessions = [sessions_open(t) for t in await gws.scrape()]
+        gws.procs[0].kill()
+        killed_at = time.monotonic()
+        await asyncio.sleep(hold_s / 2)
+    finally:
+        await talkers.hang_up()
+    answered_after = {who for who, at, ok in talkers.turns if ok and at > killed_at + 1}
+    return {"callers": n, "sessions_before_kill": sessions,
+            "callers_answered_after_kill": len(answered_after),
+            "callers_cut_off": n - len(answered_after),
+            "only_its_calls_ended": n - len(answered_after) == sessions[0]
+            and len(answered_after) == sum(sessions[1:])}
+
+
 async def bench(n_gateways: int, steps: list[int], hold_s: float,
-                max_late_p95_ms: float) -> dict[str, Any]:
+                max_late_p95_ms: float, kill: bool = False) -> dict[str, Any]:
     script = Script(asr_texts=["what is the weather like tomorrow"] * 100_000,
                     answer="Sure, it will be sunny and warm all day.", p_end=0.9)
     server, stages = await serve_stand_ins(script)
@@ -194,6 +240,9 @@ async def bench(n_gateways: int, steps: list[int], hold_s: float,
     results: list[dict[str, Any]] = []
     try:
         await gws.ready()
+        if kill:
+            return {"gateways": n_gateways, "hold_s": hold_s,
+                    "kill": await kill_one(gws, steps[0], hold_s)}
         for i, n in enumerate(steps):
             r = await step(gws, n, hold_s, seed=1000 * i)
             worst = max((g["late_p95_ms"] or 0.0) for g in r["gateways"])
@@ -219,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="callers at once in each step, comma-separated")
     ap.add_argument("--hold-s", type=float, default=30.0)
     ap.add_argument("--max-late-p95-ms", type=float, default=10.0)
+    ap.add_argument("--kill-one", action="store_true",
+                    help="with --gateways 2 or more: one step of the first --steps callers, "
+                         "and the first gateway process killed halfway through")
     ap.add_argument("--json", type=Path)
     ns = ap.parse_args(argv)
     try:
@@ -227,9 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--steps: comma-separated whole numbers, e.g. 1,2,4")
     if ns.gateways < 1 or not steps or min(steps) < 1:
         ap.error("--gateways and each of --steps must be at least 1")
-    out = asyncio.run(bench(ns.gateways, steps, ns.hold_s, ns.max_late_p95_ms))
-    print(f"{ns.gateways} gateway process(es): {out['max_callers_within_target']} callers with "
-          f"outbound frame lateness p95 under {ns.max_late_p95_ms:g} ms")
+    if ns.kill_one and ns.gateways < 2:
+        ap.error("--kill-one needs --gateways 2 or more")
+    out = asyncio.run(bench(ns.gateways, steps, ns.hold_s, ns.max_late_p95_ms, ns.kill_one))
+    if ns.kill_one:
+        print(json.dumps(out["kill"]))
+    else:
+        print(f"{ns.gateways} gateway process(es): {out['max_callers_within_target']} callers "
+              f"with outbound frame lateness p95 under {ns.max_late_p95_ms:g} ms")
     if ns.json:
         ns.json.parent.mkdir(parents=True, exist_ok=True)
         ns.json.write_text(json.dumps(out, indent=2))

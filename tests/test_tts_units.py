@@ -7,11 +7,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from deployments.errors import StageError
 from deployments.tts.config import TtsArgs
 from deployments.tts.service import TtsService
+from deployments.tts.unit_cache import UnitCache, UnitKey
 from voxray.v1 import tts_pb2
 
 TEXT = "Sure, the capital of France is Paris. It is a large city on the Seine river."
@@ -19,7 +21,8 @@ TEXT = "Sure, the capital of France is Paris. It is a large city on the Seine ri
 
 @pytest.fixture(scope="module")
 def services() -> dict[int, TtsService]:
-    base = dict(intra_op_threads=1, synth_workers=2, first_unit_max_words=1)
+    # no unit cache: these tests time the runs each stream makes
+    base = dict(intra_op_threads=1, synth_workers=2, first_unit_max_words=1, unit_cache_mb=0)
     return {ahead: TtsService(TtsArgs(units_ahead=ahead, **base)) for ahead in (1, 2)}
 
 
@@ -104,3 +107,52 @@ async def test_a_bad_request_mid_stream_ends_it_with_its_status(
 async def _drain(events: AsyncIterator[tts_pb2.TtsEvent]) -> None:
     async for _ in events:
         pass
+
+
+def pcm_of(events: list[tts_pb2.TtsEvent]) -> bytes:
+    return b"".join(e.audio.audio.pcm16 for e in events if e.WhichOneof("kind") == "audio")
+
+
+async def test_a_reply_that_opens_as_an_earlier_one_did_needs_no_run_for_its_opener() -> None:
+    service = TtsService(TtsArgs(intra_op_threads=1, first_unit_max_words=1))
+    first, runs = await speak(service)
+    assert runs[0][2] == "Sure,"
+    again, runs = await speak(service)
+    made = [words for _, _, words in runs]
+    # the short units came from the cache; the long ones were made again
+    assert "Sure," not in made and "the capital" not in made, made
+    assert any(len(w.split()) > 2 for w in made), made
+    assert pcm_of(again) == pcm_of(first)  # the very audio a run makes
+    assert service.cache.hits >= 2
+
+
+async def test_the_openers_are_made_while_the_replica_is_idle() -> None:
+    service = TtsService(TtsArgs(intra_op_threads=1, first_unit_max_words=1,
+                                 unit_cache_warm=["Hello!", "Sure,", "a b c d"]))
+    hello = UnitKey("af_heart", 1.0, "en-us", "Hello!")
+    deadline = time.monotonic() + 60
+    while hello not in service.cache or UnitKey("af_heart", 1.0, "en-us", "Sure,") \
+            not in service.cache:
+        assert time.monotonic() < deadline, "the openers were not made"
+        await asyncio.sleep(0.2)
+    assert len(service.cache) == 2  # "a b c d" is longer than units the cache keeps
+    runs = timed_runs(service)
+    events = [e async for e in service.synthesize_stream(deltas("Hello! How are you?"))]
+    assert pcm_of(events) and "Hello!" not in [w for _, _, w in runs]
+
+
+def test_the_cache_keeps_short_units_within_its_bytes() -> None:
+    cache = UnitCache(max_bytes=3 * 4000, max_words=2)
+    audio = np.zeros(1000, np.float32)  # 4000 bytes
+    keys = [UnitKey("af_heart", 1.0, "en-us", w) for w in ("A", "B", "C", "D")]
+    for k in keys[:3]:
+        cache.put(k, audio)
+    assert cache.get(keys[0]) is not None  # A is now the most recent
+    cache.put(keys[3], audio)  # B, the least recent, makes room
+    assert keys[1] not in cache and all(k in cache for k in (keys[0], keys[2], keys[3]))
+    long = UnitKey("af_heart", 1.0, "en-us", "three whole words")
+    cache.put(long, audio)
+    assert long not in cache and cache.get(long) is None
+    hit = cache.get(keys[0])
+    assert hit is not None and not hit.flags.writeable  # shared: nobody may change it
+    assert UnitCache(0, 2).get(keys[0]) is None

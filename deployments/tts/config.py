@@ -31,6 +31,14 @@ class TtsArgs(BaseModel):
     # so the first audio comes fast; later units are whole sentences.
     first_unit_max_words: int = Field(2, ge=1, le=20)
     max_unit_chars: int = Field(300, ge=20, le=2000)
+    # Audio of units of up to `unit_cache_max_words` words is kept (per voice, speed and
+    # language; least recently used out first), so a reply that opens as an earlier one
+    # did ("Sure,", "I") has its first audio without a synthesis; 0 turns it off.
+    unit_cache_mb: float = Field(16, ge=0, le=4096)
+    unit_cache_max_words: int = Field(2, ge=1, le=8)
+    # Units made for the cache in the default voice while the replica is idle after it
+    # starts: the openers a reply's first unit most often is.
+    unit_cache_warm: list[str] = Field(default_factory=list, max_length=1000)
     # Texts longer than this are refused; shorter ones are spoken unit by unit.
     max_text_chars: int = Field(50_000, ge=100)
     # Audio of a unit is sent in messages of at most this length.

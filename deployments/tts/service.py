@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -23,6 +25,7 @@ from deployments.streams import Stamper
 from deployments.tts.config import TtsArgs
 from deployments.tts.engine import SAMPLE_RATE, Cancel, KokoroEngine, SynthesisCancelled
 from deployments.tts.text import Unit, UnitSplitter, normalize, speakable
+from deployments.tts.unit_cache import UnitCache, UnitKey
 from voxray.v1 import common_pb2, tts_pb2
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,29 @@ class TtsService:
         self.engine.warmup()
         self.pool = DecodePool(args.synth_workers, name="tts-synth")
         self.units_synthesized = 0  # work done, for observers and tests
+        self.cache = UnitCache(int(args.unit_cache_mb * 2**20), args.unit_cache_max_words)
+        if args.unit_cache_warm and self.cache.max_bytes:
+            threading.Thread(target=self._warm, name="tts-cache-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        """Make the openers of `unit_cache_warm` one at a time, each when no stream has
+        work queued or running, so warming never holds up a unit someone waits for."""
+        a = self.args
+        t0, made = time.monotonic(), 0
+        english = a.language.startswith("en")
+        for text in a.unit_cache_warm:
+            key = UnitKey(a.voice, a.speed, a.language, normalize(text, english))
+            if not self.cache.holds(key) or key in self.cache or not speakable(key.words):
+                continue
+            while self.pool.load.level:
+                time.sleep(0.2)
+            try:
+                self.cache.put(key, self.engine.synthesize(key.words, a.voice, a.speed, a.language))
+            except Exception as e:  # an opener espeak-ng cannot say: skip it
+                log.warning("unit cache: cannot make %r: %s", text, e)
+                continue
+            made += 1
+        log.info("unit cache: %d openers made in %.1f s", made, time.monotonic() - t0)
 
     def _voice(self, opts: tts_pb2.VoiceOptions) -> _Voice:
         voice = opts.voice or self.args.voice
@@ -185,6 +211,9 @@ class TtsService:
             total_samples=samples, characters_spoken=spoken_until))
 
     async def _synthesize(self, words: str, voice: _Voice, priority: int) -> np.ndarray:
+        key = UnitKey(voice.voice, voice.speed, voice.language, words)
+        if (cached := self.cache.get(key)) is not None:
+            return cached
         cancel = Cancel()
 
         def run() -> np.ndarray:
@@ -200,4 +229,5 @@ class TtsService:
         except RuntimeError as e:  # espeak-ng refusing a language, for one
             raise StageError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot speak: {e}") from None
         self.units_synthesized += 1
+        self.cache.put(key, audio)
         return audio
