@@ -127,7 +127,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
         print(f"       voxray call --mode duplex --wav tests/data/speech/s03.wav "
               f"--url http://{reach}:{gw.port}   (Moshi)")
         print(f"  gateway metrics: http://{reach}:{gw.port}/metrics")
-    print(f"  gRPC (Serve proxy): {endpoints.grpc}  applications: "
+    ingress = "direct ingress: HAProxy" if ns.direct_ingress else "Serve proxy"
+    print(f"  gRPC ({ingress}): {endpoints.grpc}  applications: "
           f"{', '.join(a.name for a in config.applications)}")
     if endpoints.metrics:
         print(f"  Prometheus metrics: {endpoints.metrics}")
