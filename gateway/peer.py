@@ -3,6 +3,7 @@ track taken, the agent's track sent, data channels handed on, the end reported."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -15,14 +16,18 @@ from gateway.call_host import Call
 media_guard.install()
 
 
+class BadOffer(ValueError):
+    """An offer this gateway cannot answer (the client's fault: a 400)."""
+
+
 async def answer_offer(sdp: str, call: Call, outbound: MediaStreamTrack, jitter_packets: int,
                        on_channel: Callable[[object], None],
                        on_failed: Callable[[str], Awaitable[None]]
                        ) -> tuple[RTCPeerConnection, MediaStreamTrack]:
-    """(the peer connection, the caller's audio track); ValueError (and the like, from
-    aiortc) for an offer it cannot use. `call.connected` is set when media is up."""
+    """(the peer connection, the caller's audio track); BadOffer for an offer it cannot
+    use. `call.connected` is set when media is up."""
     if "m=audio" not in sdp:
-        raise ValueError("the offer has no audio media section")
+        raise BadOffer("the offer has no audio media section")
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     mic: list[MediaStreamTrack] = []
 
@@ -45,12 +50,24 @@ async def answer_offer(sdp: str, call: Call, outbound: MediaStreamTrack, jitter_
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if not mic:
-            raise ValueError("no audio track in the offer")
+            raise BadOffer("no audio track in the offer")
         for receiver in pc.getReceivers():
             shorten_jitter_buffer(receiver, jitter_packets)
         pc.addTrack(outbound)
         await pc.setLocalDescription(await pc.createAnswer())
+    except BadOffer:
+        await _close(pc)
+        raise
+    except Exception as e:  # aiortc raises ValueError, and others, on an offer it cannot use
+        await _close(pc)
+        raise BadOffer(str(e) or type(e).__name__) from e
     except BaseException:
-        await pc.close()
+        await _close(pc)
         raise
     return pc, mic[0]
+
+
+async def _close(pc: RTCPeerConnection) -> None:
+    """Close a connection a bad offer left half made (closing it can fail the same way)."""
+    with contextlib.suppress(Exception):
+        await pc.close()

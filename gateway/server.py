@@ -30,7 +30,7 @@ from gateway.config import GatewayConfig
 from gateway.duplex import DuplexSession, DuplexUnavailable
 from gateway.events import SessionEnded
 from gateway.metrics import GatewayMetrics
-from gateway.peer import answer_offer
+from gateway.peer import BadOffer, answer_offer
 from gateway.peers import FORWARDED, Peers
 from gateway.realtime import calls as realtime_calls
 from gateway.realtime.connection import realtime_socket
@@ -166,9 +166,13 @@ class Gateway:
                                         ).inc()
             retry = {"Retry-After": str(e.retry_after_s)} if e.retry_after_s else {}
             return web.Response(status=503, text=f"{e}\n", headers=retry)
-        except Exception as e:  # aiortc raises ValueError and others on a bad offer
+        except BadOffer as e:
             log.info("bad offer: %s", e)
             return web.Response(status=400, text=f"cannot use this SDP offer: {e}\n")
+        except Exception:  # ours, not the client's: say so, and keep the trace
+            log.exception("could not start a session")
+            return web.Response(status=500, text="the gateway could not start the session "
+                                "(an internal error; its log has the details)\n")
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": location})
 

@@ -18,7 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 
 from gateway.call_host import Call, CallHost
-from gateway.peer import answer_offer
+from gateway.peer import BadOffer, answer_offer
 from gateway.realtime.connection import RealtimeConnection
 from gateway.realtime.settings import BadSetting
 
@@ -112,7 +112,7 @@ async def realtime_call(request: web.Request, host: CallHost) -> web.Response:
     try:
         pc, mic = await answer_offer(sdp, call, session.track, host.cfg.mic_jitter_packets,
                                      on_channel, lambda why: host.end(session.id, why))
-    except Exception as e:  # aiortc raises ValueError and others on a bad offer
+    except BadOffer as e:
         await session.close()
         return _error(400, "invalid_offer", f"cannot use this SDP offer: {e}")
     call.hang_up, call.peer = pc.close, pc
