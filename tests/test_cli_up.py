@@ -111,3 +111,15 @@ def test_up_serves_the_clients_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert "duplex: Moshi replica" in run.stdout and "agent said:" in run.stdout
         assert (tmp_path / "duplex.wav").stat().st_size > 48_000 * 2 * 3
 
+
+def test_up_with_direct_ingress_answers_a_call(tmp_path: Path) -> None:
+    """Serve's direct ingress (HAProxy in front of the replicas, no Python proxy) with the
+    profile that makes it possible: the stages answer through it and a call goes through."""
+    with voxray_up("--direct-ingress", "--profile", "direct-ingress") as up:
+        assert any("direct ingress" in line.lower() for line in up.lines), up.lines
+        wav = tmp_path / "reply.wav"
+        run = subprocess.run([sys.executable, "-m", "voxray.cli", "tts", "Good morning.",
+                              "--out", str(wav), "--target", up.target],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 0 and wav.stat().st_size > 24_000, run.stderr
+        call(up.gateway, tmp_path)
