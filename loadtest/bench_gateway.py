@@ -40,9 +40,12 @@ import numpy as np
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.harness.runner import loop_lag
+from loadtest.harness.stats import RunStats
 from loadtest.stand_in_stages import Script, serve_stand_ins
 from voxray import runtime
 from voxray.clients.caller import Caller, load_48k, speak_turn
+from voxray.ice import offer_only
 
 PROFILE = Path(__file__).parent / "gateway_profile.yaml"
 SPEECH = sorted(glob("tests/data/speech/s*.wav"))[:12]
@@ -148,13 +151,6 @@ async def talk(caller: Caller, who: int, stop: asyncio.Event,
         turns.append((who, time.monotonic(), bool(turn.gateway)))
 
 
-async def lag_probe(lags: list[float], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        t = time.monotonic()
-        await asyncio.sleep(0.05)
-        lags.append(max(0.0, (time.monotonic() - t - 0.05) * 1000))
-
-
 async def step(gws: Gateways, n: int, hold_s: float, seed: int) -> dict[str, Any]:
     """n callers talking for hold_s; the frame lateness and CPU between the scrapes."""
     talkers = await Talkers.start(gws.url, n, seed)
@@ -164,7 +160,7 @@ async def step(gws: Gateways, n: int, hold_s: float, seed: int) -> dict[str, Any
         after, cpu1, t1 = await gws.scrape(), gws.cpu_times(), time.monotonic()
     finally:
         await talkers.hang_up()
-    turns, lags = talkers.turns, talkers.lags
+    turns, lags = talkers.turns, talkers.stats.loop_lag_ms
     per = []
     for b, a, c0, c1 in zip(before, after, cpu0, cpu1, strict=True):
         bb, ab = late_buckets(b), late_buckets(a)
@@ -189,7 +185,7 @@ class Talkers:
     callers: list[Caller]
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     turns: list[tuple[int, float, bool]] = field(default_factory=list)
-    lags: list[float] = field(default_factory=list)
+    stats: RunStats = field(default_factory=RunStats)  # this process's event-loop lag
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -199,7 +195,7 @@ class Talkers:
             await c.connect()
         t.tasks = [asyncio.create_task(talk(c, i, t.stop, t.turns, seed + i))
                    for i, c in enumerate(t.callers)]
-        t.tasks.append(asyncio.create_task(lag_probe(t.lags, t.stop)))
+        t.tasks.append(asyncio.create_task(loop_lag(t.stats, t.stop)))
         await asyncio.sleep(2)  # every call's media under way
         return t
 
@@ -281,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--gateways and each of --steps must be at least 1")
     if ns.kill_one and ns.gateways < 2:
         ap.error("--kill-one needs --gateways 2 or more")
+    offer_only(["127.0.0.1"])  # the gateways are on this machine (aioice skips loopback)
     out = asyncio.run(bench(ns.gateways, steps, ns.hold_s, ns.max_late_p95_ms, ns.kill_one))
     if ns.kill_one:
         print(json.dumps(out["kill"]))
