@@ -20,8 +20,8 @@ from gateway.config import GatewayConfig, RetryConfig, TurnConfig
 from gateway.session.pipeline import PipelineSession
 from gateway.smart_turn import SharedSmartTurn
 from gateway.vad import CHUNK, SAMPLE_RATE
-from loadtest.turnset import samples
 from loadtest.stand_in_stages import Script, serve_stand_ins
+from loadtest.turnset import samples
 from voxray.stage_auth import stage_channel
 
 SAMPLES = {s.id: s for s in samples()}
