@@ -1,0 +1,97 @@
+"""Memory of an engine alone (no Ray) over many calls of every input length.
+
+A replica's RSS must level off once it is warm, however long it serves. Streaming
+makes inputs of every length (partial decodes of a growing utterance, units of one
+to many words), and native libraries that keep something per input shape grow with
+each new one. This drives one engine the way a replica does (its own worker threads)
+and prints RSS after each block of calls, then the growth over the second half:
+
+  asr: Whisper decodes of random prefixes of the shipped utterances, in a detected
+       or a fixed language (the CPU profile's model and threads);
+  tts: Kokoro syntheses of 1-25 random words, on two threads (the CPU profile's pool).
+
+    python -m loadtest.bench_engine_memory --stage asr|tts [--calls 320] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import psutil
+
+from loadtest.bench_asr import utterances
+from loadtest.harness.stats import write_json
+
+BLOCK = 40
+WORDS = ("the quick brown fox jumps over a lazy dog while people talk about weather music "
+         "travel food and the best way to learn a language quickly every single day").split()
+
+
+def asr_call(rng: random.Random) -> tuple[Callable[[], object], int]:
+    from deployments.asr.config import AsrArgs
+    from deployments.asr.engine import WhisperEngine
+
+    engine = WhisperEngine(AsrArgs(model="base", language="auto", cpu_threads=2,
+                                   languages=["en", "es", "fr", "de", "it", "pt"]))
+    engine.warmup()
+    clips = [pcm.astype(np.float32) / 32768 for _, _, pcm in utterances()]
+
+    def call() -> object:
+        clip = rng.choice(clips)
+        end = rng.randint(min(8000, len(clip)), len(clip))
+        return engine.decode(clip[:end], beam_size=1, language=rng.choice(["", "en"]))
+
+    return call, 1
+
+
+def tts_call(rng: random.Random) -> tuple[Callable[[], object], int]:
+    from deployments.tts.config import TtsArgs
+    from deployments.tts.engine import KokoroEngine
+
+    engine = KokoroEngine(TtsArgs(intra_op_threads=1))
+    engine.warmup()
+
+    def call() -> object:
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 25)))
+        return engine.synthesize(words + ".", "af_heart", 1.0, "en-us")
+
+    return call, 2
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=("asr", "tts"), required=True)
+    ap.add_argument("--calls", type=int, default=320)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    rng = random.Random(0)
+    call, threads = (asr_call if a.stage == "asr" else tts_call)(rng)
+    proc = psutil.Process()
+    series: list[tuple[int, float, float]] = []  # calls made, RSS MB, seconds
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for done in range(BLOCK, a.calls + BLOCK, BLOCK):
+            list(pool.map(lambda _: call(), range(BLOCK)))
+            gc.collect()
+            series.append((done, proc.memory_info().rss / 2**20, time.perf_counter() - t0))
+            print(f"{done:5d} calls  RSS {series[-1][1]:7.1f} MB  {series[-1][2]:6.0f} s",
+                  flush=True)
+    half = series[len(series) // 2]
+    growth = (series[-1][1] - half[1]) / (series[-1][0] - half[0]) * 100
+    print(f"{a.stage}: growth over the second half {growth:+.1f} MB per 100 calls; "
+          f"{series[-1][2] / series[-1][0] * 1000:.0f} ms per call")
+    if a.json:
+        write_json(a.json, {"stage": a.stage, "series": series,
+                            "growth_mb_per_100_calls": growth})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
