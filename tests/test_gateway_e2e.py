@@ -145,7 +145,8 @@ async def test_a_backchannel_pauses_then_resumes_the_agent(gateway: tuple[Gatewa
             resumed = await caller.wait_event("agent_resumed", 10)
         except TimeoutError:
             raise AssertionError([e for e in caller.events if e["type"] != "agent_text"]) from None
-        assert resumed["detail"]["heard"].lower().strip(" .!") == "okay"
+        # Whisper writes the same word "Okay." or "OK." depending on the CPU
+        assert resumed["detail"]["heard"].lower().strip(" .!") in ("okay", "ok")
         assert not any(e["type"] == "interrupted" for e in caller.events)
         # talking again (the reply's next unit may still be in the making on a busy box)
         await until(lambda: (caller.heard.last_audible() or 0) > resumed["received_at"],
