@@ -8,7 +8,8 @@ and prints RSS after each block of calls, then the growth over the second half:
 
   asr: Whisper decodes of random prefixes of the shipped utterances, in a detected
        or a fixed language (the CPU profile's model and threads);
-  tts: Kokoro syntheses of 1-25 random words, on two threads (the CPU profile's pool).
+  tts: Kokoro syntheses of units of one word up to max_unit_chars, on two threads (the
+       CPU profile's pool), after the replica's warm-up.
 
     python -m loadtest.bench_engine_memory --stage asr|tts [--calls 320] [--json out.json]
 """
@@ -55,12 +56,20 @@ def tts_call(rng: random.Random) -> tuple[Callable[[], object], int]:
     from deployments.tts.config import TtsArgs
     from deployments.tts.engine import KokoroEngine
 
-    engine = KokoroEngine(TtsArgs(intra_op_threads=1))
-    engine.warmup()
+    args = TtsArgs(intra_op_threads=1)
+    engine = KokoroEngine(args)
+    t0 = time.perf_counter()
+    engine.warmup(args.max_unit_chars, 2)
+    print(f"warm-up {time.perf_counter() - t0:.1f} s, RSS "
+          f"{psutil.Process().memory_info().rss / 2**20:.1f} MB", flush=True)
 
     def call() -> object:
-        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 25)))
-        return engine.synthesize(words + ".", "af_heart", 1.0, "en-us")
+        # units of one word up to max_unit_chars, as the replica's splitter makes them
+        chars = rng.randint(1, args.max_unit_chars)
+        words: list[str] = []
+        while not words or len(" ".join(words)) < chars:
+            words.append(rng.choice(WORDS))
+        return engine.synthesize(" ".join(words) + ".", "af_heart", 1.0, "en-us")
 
     return call, 2
 

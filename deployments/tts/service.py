@@ -47,7 +47,8 @@ class TtsService:
         self.args = args
         self.replica_id = replica_id
         self.engine = KokoroEngine(args)
-        self.engine.warmup()
+        self.engine.warmup(args.max_unit_chars if args.warm_longest_unit else 0,
+                           args.synth_workers)
         self.pool = DecodePool(args.synth_workers, name="tts-synth")
         self.units_synthesized = 0  # work done, for observers and tests
         self.cache = UnitCache(int(args.unit_cache_mb * 2**20), args.unit_cache_max_words)
