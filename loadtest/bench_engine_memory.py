@@ -9,7 +9,7 @@ and prints RSS after each block of calls, then the growth over the second half:
   asr: Whisper decodes of random prefixes of the shipped utterances, in a detected
        or a fixed language (the CPU profile's model and threads);
   tts: Kokoro syntheses of units of one word up to max_unit_chars, on two threads (the
-       CPU profile's pool), after the replica's warm-up.
+       CPU profile's pool), after the warm-up `warm_longest_unit` makes.
 
     python -m loadtest.bench_engine_memory --stage asr|tts [--calls 320] [--json out.json]
 """
