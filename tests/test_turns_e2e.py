@@ -211,7 +211,8 @@ async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, 
                 misheard.append(f"{sample.id}: {shown[-1]}")
                 continue
         assert not inside, (f"{sample.id}: agent began {inside[0] - began:.2f} s in, the "
-                            f"utterance ends at {sample.last_voiced_s:.2f} s")
+                            f"utterance ends at {sample.last_voiced_s:.2f} s; verdicts shown "
+                            f"{[(round(v['t'] / 1000 - began, 2), v['text']) for v in verdicts]}")
         assert any(t > end for t in agent_on), f"{sample.id}: no answer"
     assert len(misheard) <= 1, misheard  # the ASR's slips (see misheard_pause)
     assert log.count("you:") >= len(chosen), log
