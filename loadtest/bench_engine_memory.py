@@ -9,9 +9,10 @@ and prints RSS after each block of calls, then the growth over the second half:
   asr: Whisper decodes of random prefixes of the shipped utterances, in a detected
        or a fixed language (the CPU profile's model and threads);
   tts: Kokoro syntheses of units of one word up to max_unit_chars, on two threads (the
-       CPU profile's pool), after the warm-up `warm_longest_unit` makes.
+       CPU profile's pool); `--keep-memory` turns the engine's `return_memory` off.
 
-    python -m loadtest.bench_engine_memory --stage asr|tts [--calls 320] [--json out.json]
+    python -m loadtest.bench_engine_memory --stage asr|tts [--calls 320] [--keep-memory]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -52,16 +53,14 @@ def asr_call(rng: random.Random) -> tuple[Callable[[], object], int]:
     return call, 1
 
 
-def tts_call(rng: random.Random) -> tuple[Callable[[], object], int]:
+def tts_call(rng: random.Random, keep_memory: bool) -> tuple[Callable[[], object], int]:
     from deployments.tts.config import TtsArgs
     from deployments.tts.engine import KokoroEngine
 
-    args = TtsArgs(intra_op_threads=1)
+    args = TtsArgs(intra_op_threads=1, return_memory=not keep_memory)
     engine = KokoroEngine(args)
-    t0 = time.perf_counter()
-    engine.warmup(args.max_unit_chars, 2)
-    print(f"warm-up {time.perf_counter() - t0:.1f} s, RSS "
-          f"{psutil.Process().memory_info().rss / 2**20:.1f} MB", flush=True)
+    engine.warmup()
+    print(f"warm RSS {psutil.Process().memory_info().rss / 2**20:.1f} MB", flush=True)
 
     def call() -> object:
         # units of one word up to max_unit_chars, as the replica's splitter makes them
@@ -78,10 +77,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", choices=("asr", "tts"), required=True)
     ap.add_argument("--calls", type=int, default=320)
+    ap.add_argument("--keep-memory", action="store_true",
+                    help="tts: onnxruntime keeps its arena's memory between runs")
     ap.add_argument("--json")
     a = ap.parse_args()
     rng = random.Random(0)
-    call, threads = (asr_call if a.stage == "asr" else tts_call)(rng)
+    call, threads = asr_call(rng) if a.stage == "asr" else tts_call(rng, a.keep_memory)
     proc = psutil.Process()
     series: list[tuple[int, float, float]] = []  # calls made, RSS MB, seconds
     t0 = time.perf_counter()

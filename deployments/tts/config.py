@@ -31,12 +31,10 @@ class TtsArgs(BaseModel):
     # so the first audio comes fast; later units are whole sentences.
     first_unit_max_words: int = Field(2, ge=1, le=20)
     max_unit_chars: int = Field(300, ge=20, le=2000)
-    # true: before it is ready the replica synthesizes a unit of max_unit_chars on each
-    # synth worker at once, so onnxruntime takes the memory of its largest runs at start,
-    # not in steps at each new longest reply (about 1.25 GB on CPU with the CPU profile,
-    # +12 s to start). Off by default until the paused-speaker browser test, which failed
-    # twice in full runs with it on, is understood.
-    warm_longest_unit: bool = False
+    # onnxruntime gives back the memory a run took once it ends (its CPU arena shrinks), so a
+    # replica stays near its idle size instead of keeping what its largest runs needed
+    # (about 250 MB against 1.25 GB on CPU with the CPU profile, at the same speed).
+    return_memory: bool = True
     # Audio of units of up to `unit_cache_max_words` words is kept (per voice, speed and
     # language; least recently used out first), so a reply that opens as an earlier one
     # did ("Sure,", "I") has its first audio without a synthesis; 0 turns it off.

@@ -8,10 +8,11 @@ nobody will hear.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
 MAX_PHONEMES = 510  # the model's context
-WARM_TEXT = ("People pause while they think, and then they go on with what they wanted to say "
-             "about the weather, their plans for the weekend, and the food they like to cook. ")
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 class SynthesisCancelled(Exception):
@@ -63,6 +63,14 @@ class KokoroEngine:
         # Each input length has its own memory pattern, kept for the session's life: with
         # units of every length the replica grew by hundreds of MB (measured without it).
         so.enable_mem_pattern = False
+        # The CPU arena grows to what the largest runs made at once needed, and keeps it:
+        # a replica grew by steps of 20-120 MB at each new longest reply. Shrunk after each
+        # run, with the blocks it frees mmapped (so that freeing them gives them back), a
+        # replica stays at its idle size, as fast (loadtest/bench_engine_memory).
+        self._run_config = {"memory.enable_memory_arena_shrinkage": "cpu:0"} \
+            if args.return_memory else {}
+        if args.return_memory:
+            _mmap_blocks_over(1 << 20)
         if args.device == "cuda":
             providers: list[str | tuple[str, dict[str, object]]] = [
                 ("CUDAExecutionProvider", {"device_id": args.device_index}),
@@ -78,21 +86,8 @@ class KokoroEngine:
         self._input_types = {i.name: i.type for i in self._session.get_inputs()}
         log.info("loaded Kokoro %s in %.2f s", model, time.perf_counter() - t0)
 
-    def warmup(self, longest_chars: int = 0, concurrency: int = 1) -> None:
-        """One short synthesis; with `longest_chars`, also the longest unit the replica will
-        be given, on `concurrency` threads at once. onnxruntime's CPU arena grows to the
-        largest runs it has served together and keeps that memory: taken here, the replica
-        holds its working set from the start instead of growing at each new longest reply
-        (a 30-minute soak grew in steps of 20-120 MB without it)."""
+    def warmup(self) -> None:
         self.synthesize("Hello there.", self.args.voice, 1.0, self.args.language)
-        if longest_chars <= 0:
-            return
-        # a fifth longer: text dense in phonemes makes runs that long from that many chars
-        chars = longest_chars * 6 // 5
-        text = " ".join((WARM_TEXT * (chars // len(WARM_TEXT) + 1))[:chars].split()[:-1]) + "."
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda _: self.synthesize(text, self.args.voice, 1.0,
-                                                    self.args.language), range(concurrency)))
 
     def phonemes(self, text: str, language: str) -> str:
         return " ".join(self._kokoro.tokenizer.phonemize(text, language).split())
@@ -111,6 +106,8 @@ class KokoroEngine:
                 continue
             style = style_table[min(len(tokens), len(style_table)) - 1]
             options = ort.RunOptions()
+            for key, value in self._run_config.items():
+                options.add_run_config_entry(key, value)
             if cancel is not None:
                 with cancel._lock:
                     if cancel.cancelled:
@@ -129,6 +126,16 @@ class KokoroEngine:
             trimmed, _ = trim_silence(np.asarray(audio).ravel())
             out.append(trimmed)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _mmap_blocks_over(size: int) -> None:
+    """Serve allocations of `size` bytes or more with mmap, so freeing one returns it to the
+    OS. glibc's own threshold rises to the largest block freed (up to 32 MB), after which
+    freed arena regions stay in the heap; a fixed one stops that. No-op off glibc."""
+    libc = ctypes.util.find_library("c")
+    mallopt = getattr(ctypes.CDLL(libc), "mallopt", None) if libc else None
+    if mallopt is None or not mallopt(M_MMAP_THRESHOLD, size):
+        log.info("mallopt is not available: freed memory may stay with the process")
 
 
 def _batches(phonemes: str, limit: int) -> list[str]:

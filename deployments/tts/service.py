@@ -47,8 +47,7 @@ class TtsService:
         self.args = args
         self.replica_id = replica_id
         self.engine = KokoroEngine(args)
-        self.engine.warmup(args.max_unit_chars if args.warm_longest_unit else 0,
-                           args.synth_workers)
+        self.engine.warmup()
         self.pool = DecodePool(args.synth_workers, name="tts-synth")
         self.units_synthesized = 0  # work done, for observers and tests
         self.cache = UnitCache(int(args.unit_cache_mb * 2**20), args.unit_cache_max_words)
@@ -214,10 +213,16 @@ class TtsService:
     async def _synthesize(self, words: str, voice: _Voice, priority: int) -> np.ndarray:
         key = UnitKey(voice.voice, voice.speed, voice.language, words)
         if (cached := self.cache.get(key)) is not None:
+            if priority == URGENT:
+                log.info("first unit %r: from the cache", words)
             return cached
         cancel = Cancel()
+        asked = time.monotonic()
+        began = asked
 
         def run() -> np.ndarray:
+            nonlocal began
+            began = time.monotonic()
             return self.engine.synthesize(words, voice.voice, voice.speed, voice.language, cancel)
 
         try:
@@ -231,4 +236,7 @@ class TtsService:
             raise StageError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot speak: {e}") from None
         self.units_synthesized += 1
         self.cache.put(key, audio)
+        if priority == URGENT:  # what the caller waits for: its wait and its run, apart
+            log.info("first unit %r: waited %.0f ms for a worker, made in %.0f ms", words,
+                     (began - asked) * 1000, (time.monotonic() - began) * 1000)
         return audio
