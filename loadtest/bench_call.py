@@ -10,22 +10,37 @@ end. Utterances come from the turn set (tests/data/turns):
 * paused: sentences with 0.4-1.2 s pauses between their phrases; TTFAT from the end
   of the last phrase, and every time the agent was audible before it (a cut-in).
 
+With --cpu-profile, a sampler process reads every thread's CPU time from /proc through
+the run, and each turn's window (the end of the user's speech -> the first audible reply
+sample, as the caller hears them) is split by process and thread: where the two cores
+went while the caller waited. Run it against `voxray up` (--url) to see the gateway apart
+from the caller; in its own gateway mode both are the one "caller" process.
+
+Each reply's first unit is then made again by the Kokoro engine alone (nothing else
+running), the in-call TTS first audio's yardstick.
+
 Also: silences inside each answer (underruns: a unit not ready when the one before it
 ended), the turn model's time per decision, speculative work thrown away per turn, and
 barge-in stop latency (the caller speaks over a long answer).
 
     python -m loadtest.bench_call [--set complete|paused|both] [--turns 24]
         [--barge-ins 5] [--url http://127.0.0.1:8080] [--profile overlay.yaml]
-        [--json out.json]
+        [--cpu-profile] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +50,7 @@ from aiohttp import web
 
 from gateway.config import local_gateway_config
 from gateway.server import Gateway
+from loadtest import cpu_sampler
 from loadtest.benchutil import pct
 from loadtest.harness.stats import write_json
 from loadtest.turnset import TurnSample, samples
@@ -44,6 +60,7 @@ from voxray.config import merge
 from voxray.ice import offer_only
 
 AUDIBLE = 328
+CORES = float(len(os.sched_getaffinity(0)))
 UNDERRUN_GAP_MS = 600  # as the load harness counts them (Kokoro's own pauses are shorter)
 STAGES = ("end_of_turn_ms", "asr_final_ms", "reply_started_at_ms", "llm_first_token_ms",
           "tts_first_audio_ms", "held_ms", "playout_ms", "ttfat_ms")
@@ -83,6 +100,7 @@ async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
     return {
         "id": sample.id, "set": sample.set, "voice": sample.voice,
         "client_ttfat_ms": (heard[0] - spoke_until) * 1000 if heard else None,
+        "waited": [spoke_until, heard[0]] if heard else None,  # time.monotonic()
         "cut_ins": len(audible(caller, began, spoke_until)),
         "gateway": {k: metrics[k] for k in STAGES},
         "speculation": metrics["speculation"], "joined": metrics["joined"],
@@ -92,6 +110,8 @@ async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
                        "p_finished": e["p_finished"], "wait_ms": e["wait_ms"]}
                       for e in judged],
         "finals": [e["text"] for e in new if e["type"] == "final"],
+        "reply": "".join(e["text"] for e in new
+                         if e["type"] == "agent_text" and e.get("turn") == metrics["turn"]),
         # silence inside the answer: a unit not ready when the one before it ended
         "longest_gap_ms": max(gaps, default=0.0),
         "underruns": sum(g > UNDERRUN_GAP_MS for g in gaps),
@@ -206,6 +226,85 @@ async def with_own_gateway(grpc_target: str, which: str, turns: int, barge_ins: 
         await runner.cleanup()
 
 
+@contextlib.contextmanager
+def cpu_samples(on: bool) -> Iterator[list[dict[str, Any]]]:
+    """The sampler's samples, filled in when the block ends (empty when off)."""
+    got: list[dict[str, Any]] = []
+    if not on:
+        yield got
+        return
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "loadtest.cpu_sampler",
+                                 "--out", out.name, "--interval", "0.1"])
+        try:
+            yield got
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            got.extend(cpu_sampler.load(out.name))
+
+
+def cpu_profile(turns: list[dict[str, Any]], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per turn, the cores each process held while the caller waited; the busiest threads."""
+    per_process: dict[str, list[float]] = defaultdict(list)
+    threads: dict[str, float] = defaultdict(float)
+    idle: list[float] = []
+    waited_s = 0.0
+    windows = [t["waited"] for t in turns if t.get("waited")]
+    for start, end in windows:
+        used = cpu_sampler.attribute(samples, start, end)
+        span = end - start
+        waited_s += span
+        totals: dict[str, float] = defaultdict(float)
+        for key, secs in used.items():
+            totals[key.split("/", 1)[0]] += secs
+            threads[key] += secs
+        for name in set(per_process) | set(totals):
+            per_process[name].append(totals.get(name, 0.0) / span)
+        idle.append(CORES - sum(totals.values()) / span)
+    n = len(windows)
+    for series in per_process.values():  # a process first seen late had 0 before
+        series[:0] = [0.0] * (n - len(series))
+    return {
+        "turns": n,
+        "cores_p50": {name: pct(v, 50) for name, v in
+                      sorted(per_process.items(), key=lambda kv: -sum(kv[1]))},
+        "idle_cores_p50": pct(idle, 50),
+        "top_threads_share": {k: v / waited_s for k, v in
+                              sorted(threads.items(), key=lambda kv: -kv[1])[:12]}
+        if waited_s else {},
+    }
+
+
+def first_units_alone(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each reply's first unit, as the CPU profile's TTS cuts it, made by the Kokoro engine
+    alone in this process once the calls are over: what the in-call first audio is held
+    against (in a call it also waits for the LLM's next word and the gRPC hops)."""
+    from deployments.tts.config import TtsArgs
+    from deployments.tts.engine import KokoroEngine
+    from deployments.tts.text import UnitSplitter, normalize
+    from voxray.config import load_config
+
+    args = TtsArgs(**load_config(profiles=["cpu"]).app("tts").args)
+    engine = KokoroEngine(args)
+    engine.warmup()
+    alone: list[float] = []
+    for t in turns:
+        splitter = UnitSplitter(args.first_unit_max_words, args.max_unit_chars)
+        units = splitter.feed(t.get("reply", "")) + splitter.flush()
+        if not units:
+            continue
+        t0 = time.perf_counter()
+        engine.synthesize(normalize(units[0].text), args.voice, args.speed, args.language)
+        t["first_unit"] = units[0].text
+        t["first_unit_alone_ms"] = (time.perf_counter() - t0) * 1000
+        alone.append(t["first_unit_alone_ms"])
+    in_call = [t["gateway"]["tts_first_audio_ms"] for t in turns if "first_unit_alone_ms" in t]
+    return {"engine_alone_ms": {"p50": pct(alone, 50), "p95": pct(alone, 95)},
+            "in_call_tts_first_audio_ms": {"p50": pct(in_call, 50), "p95": pct(in_call, 95)},
+            "in_call_over_alone_p50": pct(in_call, 50) / pct(alone, 50) if alone else None}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--set", choices=("complete", "paused", "both"), default="complete")
@@ -216,22 +315,29 @@ def main() -> int:
     ap.add_argument("--profile", action="append", default=[], metavar="YAML",
                     help="an overlay on the CPU profile (stages and gateway), to compare a "
                          "setting; repeatable")
+    ap.add_argument("--cpu-profile", action="store_true",
+                    help="per turn, where the cores went while the caller waited (/proc)")
     ap.add_argument("--json", help="write the report here too")
     ns = ap.parse_args()
     overlays = [yaml.safe_load(Path(f).read_text()) or {} for f in ns.profile]
     offer_only(["127.0.0.1"])
     if ns.url:
-        report = asyncio.run(run(ns.url, ns.set, ns.turns, ns.barge_ins))
+        with cpu_samples(ns.cpu_profile) as samples:
+            report = asyncio.run(run(ns.url, ns.set, ns.turns, ns.barge_ins))
     else:
         try:
             ep = runtime.start_local_profile(overrides=overlays, timeout_s=600)
             gateway: dict[str, Any] = {}
             for overlay in overlays:
                 gateway = merge(gateway, overlay.get("gateway") or {})
-            report = asyncio.run(with_own_gateway(ep.grpc, ns.set, ns.turns, ns.barge_ins,
-                                                  gateway))
+            with cpu_samples(ns.cpu_profile) as samples:
+                report = asyncio.run(with_own_gateway(ep.grpc, ns.set, ns.turns,
+                                                      ns.barge_ins, gateway))
         finally:
             runtime.stop()
+    if ns.cpu_profile:
+        report["cpu_profile"] = cpu_profile(report["turns"], samples)
+    report["first_units"] = first_units_alone(report["turns"])
     print(json.dumps({k: v for k, v in report.items() if k != "turns"}, indent=2))
     if ns.json:
         write_json(ns.json, report)

@@ -146,6 +146,17 @@ def test_percentiles_thresholds_and_cost() -> None:
     assert given["per_conversation_minute_at_capacity"] == pytest.approx(6.0 / 60 / 50)
 
 
+def test_a_barge_in_spoken_as_the_answer_ended_is_neither_ok_nor_failed() -> None:
+    stats = RunStats()
+    stats.turns = [TurnRecord(1.0, 0, 1, "barge_in", True),
+                   TurnRecord(2.0, 0, 1, "barge_in", False, missed=True),
+                   TurnRecord(3.0, 0, 1, "barge_in", False, error="no interruption")]
+    c = stats.counters()
+    assert (c["barge_ins_ok"], c["barge_ins_failed"], c["barge_ins_after_the_answer"]) \
+        == (1, 1, 1)
+    assert c["turns_unexplained"] == 1  # the agent that did not stop, not the late caller
+
+
 # -- against the real stages -------------------------------------------------------------
 
 @pytest.fixture(scope="module")

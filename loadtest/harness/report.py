@@ -161,7 +161,8 @@ def text(r: dict[str, Any]) -> str:
               f"peak {c['peak_open_sessions']} open, {run['sustained_sessions']} sustained",
               f"turns: {c['turns_ok']} ok, {c['turns_failed']} failed "
               f"({c['turns_unexplained']} with no event saying why); barge-ins: "
-              f"{c['barge_ins_ok']} ok, {c['barge_ins_failed']} failed; underruns: "
+              f"{c['barge_ins_ok']} ok, {c['barge_ins_failed']} failed, "
+              f"{c.get('barge_ins_after_the_answer', 0)} spoken as the answer ended; underruns: "
               f"{c['underruns']} in {c['turns_with_underruns']} turns; "
               f"{c['conversation_minutes']} conversation-minutes"]
     for what, n in r["errors"].items():

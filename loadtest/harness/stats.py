@@ -40,6 +40,8 @@ class TurnRecord:
     # an event during the turn in which the gateway said what went wrong
     # ("error", "stage_retry", "session_ended"): a failed turn without one is unexplained
     said_why: str = ""
+    # a barge-in spoken as the answer ended: the agent had nothing left to stop
+    missed: bool = False
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
@@ -119,9 +121,11 @@ class RunStats:
         return {
             "turns_ok": sum(t.ok for t in turns), "turns_failed": sum(not t.ok for t in turns),
             # failed, and no event from the gateway said why: what a caller must never meet
-            "turns_unexplained": sum(not t.ok and not t.said_why for t in self.turns),
+            "turns_unexplained": sum(not t.ok and not t.said_why and not t.missed
+                                     for t in self.turns),
             "barge_ins_ok": sum(t.ok for t in barge),
-            "barge_ins_failed": sum(not t.ok for t in barge),
+            "barge_ins_failed": sum(not t.ok and not t.missed for t in barge),
+            "barge_ins_after_the_answer": sum(t.missed for t in barge),
             "underruns": sum(t.underruns for t in self.turns),
             "turns_with_underruns": sum(t.underruns > 0 for t in self.turns),
             "sessions_started": self.sessions_started,

@@ -54,6 +54,9 @@ def arrival_gaps(heard: Heard, since: float, until: float, gap_ms: float) -> int
     return sum((b - a) * 1000 > gap_ms for a, b in zip(times, times[1:], strict=False))
 
 
+# The caller began over an answer that ended within this: too late to interrupt (the
+# gateway needs ~100 ms of speech to hear it, and audio sent by then still arrives).
+ANSWER_ENDED_S = 0.3
 # events in which the gateway says that something failed, and what
 SAYS_WHY = ("error", "stage_retry", "duplex_restarted", "session_ended")
 
@@ -215,8 +218,13 @@ class User:
             got = await caller.wait_event(("interrupted", "agent_done", "session_ended"),
                                           self.sc.turn_timeout_s, since=n)
             if got["type"] != "interrupted":
-                rec.error = f"barge-in: no interruption ({got['type']})"
-                self.stats.error(rec.error)
+                heard = caller.heard.audible_between(spoke_at, float("inf"))
+                if got["type"] == "agent_done" and max(heard, default=spoke_at) \
+                        <= spoke_at + ANSWER_ENDED_S:
+                    rec.missed = True  # the answer ended as the caller began: nothing to stop
+                else:
+                    rec.error = f"barge-in: no interruption ({got['type']})"
+                    self.stats.error(rec.error)
                 with contextlib.suppress(TimeoutError):  # the reply to what was said over it
                     await caller.wait_event(("agent_done", "session_ended"),
                                             self.sc.turn_timeout_s, since=n + 1)
