@@ -79,6 +79,19 @@ async def quiet(caller: Caller, for_s: float = 1.0, within_s: float = 90.0) -> N
         await asyncio.sleep(0.1)
 
 
+async def settled(caller: Caller, for_s: float = 1.5, within_s: float = 90.0) -> None:
+    """Until the agent is silent and no event has come for `for_s`: a turn split by a
+    cut-in has its rest answered after the turn itself, and the next turn must not take
+    that answer for its own."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        await quiet(caller, within_s=max(0.0, deadline - time.monotonic()))
+        n = len(caller.events)
+        await asyncio.sleep(for_s)
+        if len(caller.events) == n and caller.heard.last_audible() < time.monotonic() - for_s:
+            return
+
+
 async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
     """Say one sample and listen to the reply; None if no reply came."""
     pcm = load_48k(sample.path)
@@ -191,7 +204,7 @@ async def run(url: str, which: str, turns: int, barge_ins: int) -> dict[str, Any
                   + f" | {r['speculation']} | longest gap {r['longest_gap_ms']:.0f} ms"
                   + (" | CUT IN" if r["cut_ins"] else ""),
                   flush=True)
-            await quiet(caller)
+            await settled(caller)
         for _ in range(barge_ins):
             got = await barge_in(caller)
             if got is not None:

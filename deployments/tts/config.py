@@ -33,7 +33,7 @@ class TtsArgs(BaseModel):
     max_unit_chars: int = Field(300, ge=20, le=2000)
     # onnxruntime gives back the memory a run took once it ends (its CPU arena shrinks), so a
     # replica stays near its idle size instead of keeping what its largest runs needed
-    # (about 250 MB against 1.25 GB on CPU with the CPU profile, at the same speed).
+    # (a 30-minute soak's replica: 330-590 MB and no growth, against 1.2 GB and growing).
     return_memory: bool = True
     # Audio of units of up to `unit_cache_max_words` words is kept (per voice, speed and
     # language; least recently used out first), so a reply that opens as an earlier one
