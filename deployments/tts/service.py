@@ -214,7 +214,7 @@ class TtsService:
         key = UnitKey(voice.voice, voice.speed, voice.language, words)
         if (cached := self.cache.get(key)) is not None:
             if priority == URGENT:
-                log.info("first unit %r: from the cache", words)
+                log.info("first unit (%d words): from the cache", len(words.split()))
             return cached
         cancel = Cancel()
         asked = time.monotonic()
@@ -237,6 +237,7 @@ class TtsService:
         self.units_synthesized += 1
         self.cache.put(key, audio)
         if priority == URGENT:  # what the caller waits for: its wait and its run, apart
-            log.info("first unit %r: waited %.0f ms for a worker, made in %.0f ms", words,
-                     (began - asked) * 1000, (time.monotonic() - began) * 1000)
+            # (not its words: what an agent says stays out of the logs)
+            log.info("first unit (%d words): waited %.0f ms for a worker, made in %.0f ms",
+                     len(words.split()), (began - asked) * 1000, (time.monotonic() - began) * 1000)
         return audio
