@@ -138,6 +138,8 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--interval", type=float, default=0.1)
     a = ap.parse_args()
+    if not 0.01 <= a.interval <= 60:
+        ap.error(f"--interval {a.interval:g}: give 0.01 to 60 seconds")
     stop = False
 
     def on_signal(*_: object) -> None:

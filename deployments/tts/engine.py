@@ -66,7 +66,8 @@ class KokoroEngine:
         # The CPU arena grows to what the largest runs made at once needed, and keeps it:
         # a replica grew by steps of 20-120 MB at each new longest reply. Shrunk after each
         # run, with the blocks it frees mmapped (so that freeing them gives them back), a
-        # replica stays at its idle size, as fast (loadtest/bench_engine_memory).
+        # replica stays at its idle size, at the same time per run (a 30-minute soak; units of
+        # every length on two threads, timed with and without it).
         self._run_config = {"memory.enable_memory_arena_shrinkage": "cpu:0"} \
             if args.return_memory else {}
         if args.return_memory:
