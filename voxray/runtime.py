@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -102,9 +104,51 @@ def with_token(schema: dict[str, Any], token: str) -> dict[str, Any]:
     return schema
 
 
+# A port the kernel picks (bind to 0) comes from its ephemeral range, where Ray's
+# own gRPC servers and clients get theirs too: one of them can take it before Serve
+# binds it. Ray's workers listen on 10002-19999. So ports are drawn above both.
+_RAY_WORKER_PORTS_END = 19999
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    """Nothing listens on `port` on any address, IPv4 or IPv6 (gRPC binds [::])."""
+    families = [(socket.AF_INET, "0.0.0.0")]
+    if socket.has_ipv6:
+        families.append((socket.AF_INET6, "::"))
+    for family, host in families:
+        try:
+            with socket.socket(family) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((host, port))
+        except OSError as e:
+            if family == socket.AF_INET6 and e.errno == errno.EADDRNOTAVAIL:
+                continue  # no IPv6 on this host
+            return False
+    return True
+
+
 def free_port() -> int:
-    """A free TCP port on loopback (two Serve instances must not share 9000)."""
-    with socket.socket() as s:
+    """A free TCP port (two Serve instances must not share 9000) that no other process
+    on this machine is handed by the kernel meanwhile."""
+    low, high = _ephemeral_range()
+    ranges = [(_RAY_WORKER_PORTS_END + 1, low - 1), (high + 1, 65535)]
+    candidates = [r for r in ranges if r[1] - r[0] >= 1000]
+    for _ in range(500 if candidates else 0):
+        port = random.randint(*candidates[0])
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    with socket.socket() as s:  # the kernel's range fills the whole port space
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
