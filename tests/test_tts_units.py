@@ -180,3 +180,37 @@ def test_a_long_run_gives_its_memory_back_once_it_ends() -> None:
     given_back = growth(KokoroEngine(TtsArgs(intra_op_threads=1)))
     assert kept > 150, f"the arena kept only {kept:.0f} MB: this test would not see a leak"
     assert given_back < 40, f"a long run left the replica {given_back:.0f} MB bigger"
+
+
+async def first_hole(service: TtsService, text: str) -> tuple[float, float]:
+    """(seconds of audio in the first unit, silence between its end and the next unit's
+    first audio, as a listener starting at the first audio would hear it)."""
+    arrivals: list[tuple[float, tts_pb2.TtsAudio]] = []
+    async for e in service.synthesize_stream(deltas(text)):
+        if e.WhichOneof("kind") == "audio":
+            arrivals.append((time.monotonic(), e.audio))
+    first_end = arrivals[0][1].span.end
+    first_s = sum(len(a.audio.pcm16) // 2 for _, a in arrivals if a.span.end == first_end) / 24_000
+    second_at = next(t for t, a in arrivals if a.span.end != first_end)
+    return first_s, (second_at - arrivals[0][0]) - first_s
+
+
+async def test_a_short_first_unit_is_held_until_the_next_is_near_so_no_hole_follows() -> None:
+    text = "The pharmacy opens at nine in the morning."
+    # one-word units are kept, so "The" is; "pharmacy opens" is made each time
+    service = TtsService(TtsArgs(intra_op_threads=1, synth_workers=2, first_unit_max_words=1,
+                                 unit_cache_max_words=1, unit_cache_warm=["The"]))
+    deadline = time.monotonic() + 60
+    while UnitKey("af_heart", 1.0, "en-us", "The") not in service.cache:
+        assert time.monotonic() < deadline, "the opener was not made"
+        await asyncio.sleep(0.1)
+    for _ in range(2):  # the replica learns what its runs cost here
+        await first_hole(service, "The weather today is sunny and warm.")
+    first_s, hole = await first_hole(service, text)
+    print(f"sent at once: {first_s:.2f} s of audio, then {hole:.2f} s of silence")
+    assert first_s < 0.8 and hole > 0.15, "the first unit sent at once left no hole to close"
+    service.args = service.args.model_copy(update={"first_unit_hold_ms": 3000})
+    first_s, hole = await first_hole(service, text)
+    print(f"held: {first_s:.2f} s of audio, then {hole:.2f} s of silence")
+    assert hole < 0.15, f"{hole:.2f} s of silence after the first {first_s:.2f} s"
+    assert service.cache.get(UnitKey("af_heart", 1.0, "en-us", "pharmacy opens")) is None

@@ -31,6 +31,10 @@ class TtsArgs(BaseModel):
     # so the first audio comes fast; later units are whole sentences.
     first_unit_max_words: int = Field(2, ge=1, le=20)
     max_unit_chars: int = Field(300, ge=20, le=2000)
+    # The first unit's audio waits up to this long for the unit after it to be predicted
+    # ready before the first has played out (from the times of this replica's own recent
+    # runs), so a short first unit leaves no hole after it; 0 sends it at once.
+    first_unit_hold_ms: int = Field(0, ge=0, le=5000)
     # onnxruntime gives back the memory a run took once it ends (its CPU arena shrinks), so a
     # replica stays near its idle size instead of keeping what its largest runs needed
     # (a 30-minute soak's replica: 330-590 MB and no growth, against 1.2 GB and growing).

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -26,6 +27,7 @@ from deployments.tts.config import TtsArgs
 from deployments.tts.engine import SAMPLE_RATE, Cancel, KokoroEngine, SynthesisCancelled
 from deployments.tts.text import Unit, UnitSplitter, normalize, speakable
 from deployments.tts.unit_cache import UnitCache, UnitKey
+from deployments.tts.unit_cost import UnitCost
 from voxray.v1 import common_pb2, tts_pb2
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,12 @@ class _Voice:
         self.voice, self.speed, self.language = voice, speed, language
 
 
+class _Scheduled(NamedTuple):
+    chars: int
+    at: float  # time.monotonic() when it was asked for
+    task: asyncio.Task[np.ndarray]
+
+
 class TtsService:
     def __init__(self, args: TtsArgs, replica_id: str = "local") -> None:
         self.args = args
@@ -51,6 +59,7 @@ class TtsService:
         self.pool = DecodePool(args.synth_workers, name="tts-synth")
         self.units_synthesized = 0  # work done, for observers and tests
         self.cache = UnitCache(int(args.unit_cache_mb * 2**20), args.unit_cache_max_words)
+        self.cost = UnitCost()
         if args.unit_cache_warm and self.cache.max_bytes:
             threading.Thread(target=self._warm, name="tts-cache-warm", daemon=True).start()
 
@@ -161,6 +170,8 @@ class TtsService:
             asyncio.Queue()
         in_flight = asyncio.Semaphore(self.args.units_ahead)
         last_seq = 0
+        scheduled: list[_Scheduled] = []  # what the first unit's hold looks at
+        all_scheduled = asyncio.Event()
 
         async def schedule() -> None:
             nonlocal last_seq
@@ -179,8 +190,10 @@ class TtsService:
                     task = asyncio.ensure_future(
                         self._synthesize(words, voice, URGENT if first else BACKGROUND))
                     first = False
+                    scheduled.append(_Scheduled(len(words), time.monotonic(), task))
                     ahead.put_nowait((unit, start, reply_to, task))
             finally:  # a bad request ends the queue too, and is re-raised below
+                all_scheduled.set()
                 ahead.put_nowait(None)
 
         scheduler = asyncio.create_task(schedule())
@@ -188,6 +201,8 @@ class TtsService:
             while (item := await ahead.get()) is not None:
                 unit, start, reply_to, task = item
                 audio = await task
+                if samples == 0 and self.args.first_unit_hold_ms:
+                    await self._hold_first(len(audio) / SAMPLE_RATE, scheduled, all_scheduled)
                 pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
                 span = common_pb2.TextSpan(start=start, end=unit.end)
                 for i in range(0, max(len(pcm), 1), step):
@@ -209,6 +224,26 @@ class TtsService:
                 await scheduler
         yield tts_pb2.TtsEvent(meta=stamp.meta(last_seq), done=tts_pb2.TtsDone(
             total_samples=samples, characters_spoken=spoken_until))
+
+    async def _hold_first(self, playing_s: float, scheduled: list[_Scheduled],
+                          all_scheduled: asyncio.Event) -> None:
+        """Hold the first unit's audio until the unit after it is predicted to be ready
+        before the first has played out (or `first_unit_hold_ms` has passed): a one-word
+        first unit, cached or not, would otherwise leave a hole while the next is made."""
+        began = time.monotonic()
+        limit = began + self.args.first_unit_hold_ms / 1000
+        while (now := time.monotonic()) < limit:
+            if len(scheduled) > 1:
+                after = scheduled[1]
+                if after.task.done() or \
+                        after.at + self.cost.predict(after.chars) - now <= playing_s:
+                    break
+            elif all_scheduled.is_set():
+                break  # the first unit is the whole text
+            await asyncio.sleep(0.02)
+        if (held := time.monotonic() - began) > 0.02:
+            log.info("first unit (%.0f ms of audio) held %.0f ms for the next to be near",
+                     playing_s * 1000, held * 1000)
 
     async def _synthesize(self, words: str, voice: _Voice, priority: int) -> np.ndarray:
         key = UnitKey(voice.voice, voice.speed, voice.language, words)
@@ -235,6 +270,7 @@ class TtsService:
         except RuntimeError as e:  # espeak-ng refusing a language, for one
             raise StageError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot speak: {e}") from None
         self.units_synthesized += 1
+        self.cost.observe(len(words), time.monotonic() - asked)
         self.cache.put(key, audio)
         if priority == URGENT:  # what the caller waits for: its wait and its run, apart
             # (not its words: what an agent says stays out of the logs)
