@@ -13,7 +13,8 @@ end. Utterances come from the turn set (tests/data/turns):
 With --cpu-profile, a sampler process reads every thread's CPU time from /proc through
 the run, and each turn's window (the end of the user's speech -> the first audible reply
 sample, as the caller hears them) is split by process and thread: where the two cores
-went while the caller waited. Run it against `voxray up` (--url) to see the gateway apart
+went while the caller waited; the answer's window (first -> last audible sample) likewise,
+where underruns are made. Run it against `voxray up` (--url) to see the gateway apart
 from the caller; in its own gateway mode both are the one "caller" process.
 
 Each reply's first unit is then made again by the Kokoro engine alone (nothing else
@@ -114,6 +115,7 @@ async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
         "id": sample.id, "set": sample.set, "voice": sample.voice,
         "client_ttfat_ms": (heard[0] - spoke_until) * 1000 if heard else None,
         "waited": [spoke_until, heard[0]] if heard else None,  # time.monotonic()
+        "answered": [heard[0], heard[-1]] if heard else None,  # the answer playing
         "cut_ins": len(audible(caller, began, spoke_until)),
         "gateway": {k: metrics[k] for k in STAGES},
         "speculation": metrics["speculation"], "joined": metrics["joined"],
@@ -257,13 +259,16 @@ def cpu_samples(on: bool) -> Iterator[list[dict[str, Any]]]:
             got.extend(cpu_sampler.load(out.name))
 
 
-def cpu_profile(turns: list[dict[str, Any]], samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per turn, the cores each process held while the caller waited; the busiest threads."""
+def cpu_profile(turns: list[dict[str, Any]], samples: list[dict[str, Any]],
+                window: str = "waited") -> dict[str, Any]:
+    """Per turn, the cores each process held in one window of it (`waited`: while the caller
+    waited for the first audio; `answered`: while the answer played, where underruns are
+    made); the busiest threads."""
     per_process: dict[str, list[float]] = defaultdict(list)
     threads: dict[str, float] = defaultdict(float)
     idle: list[float] = []
     waited_s = 0.0
-    windows = [t["waited"] for t in turns if t.get("waited")]
+    windows = [t[window] for t in turns if t.get(window)]
     for start, end in windows:
         used = cpu_sampler.attribute(samples, start, end)
         span = end - start
@@ -329,7 +334,8 @@ def main() -> int:
                     help="an overlay on the CPU profile (stages and gateway), to compare a "
                          "setting; repeatable")
     ap.add_argument("--cpu-profile", action="store_true",
-                    help="per turn, where the cores went while the caller waited (/proc)")
+                    help="per turn, where the cores went while the caller waited, and while "
+                         "the answer played (/proc)")
     ap.add_argument("--json", help="write the report here too")
     ns = ap.parse_args()
     overlays = [yaml.safe_load(Path(f).read_text()) or {} for f in ns.profile]
@@ -350,6 +356,7 @@ def main() -> int:
             runtime.stop()
     if ns.cpu_profile:
         report["cpu_profile"] = cpu_profile(report["turns"], samples)
+        report["cpu_profile_answering"] = cpu_profile(report["turns"], samples, "answered")
     report["first_units"] = first_units_alone(report["turns"])
     print(json.dumps({k: v for k, v in report.items() if k != "turns"}, indent=2))
     if ns.json:
