@@ -106,7 +106,7 @@ def with_token(schema: dict[str, Any], token: str) -> dict[str, Any]:
 
 # A port the kernel picks (bind to 0) comes from its ephemeral range, where Ray's
 # own gRPC servers and clients get theirs too: one of them can take it before Serve
-# binds it. Ray's workers listen on 10002-19999. So ports are drawn above both.
+# binds it. Ray's workers listen on 10002-19999. So ports are drawn between the two.
 _RAY_WORKER_PORTS_END = 19999
 _handed_out: set[int] = set()
 
