@@ -28,8 +28,7 @@ class TtsArgs(BaseModel):
     speed: float = Field(1.0, ge=0.5, le=2.0)
     language: str = "en-us"
     # The first unit is cut at the first clause mark or after this many words,
-    # so the first audio comes fast; later units are whole sentences (cut at a clause
-    # mark when one outgrows the unit before it by more than twice).
+    # so the first audio comes fast; later units are whole sentences.
     first_unit_max_words: int = Field(2, ge=1, le=20)
     max_unit_chars: int = Field(300, ge=20, le=2000)
     # The first unit's audio waits up to this long for the unit after it to be predicted
