@@ -136,10 +136,14 @@ def test_real_speech_each_pause_is_seen_and_continued(sample: object) -> None:
     "Before we start, could you check whether", "I was wondering if", "Um",
     "Quiero reservar una mesa para", "Je voudrais aller à la gare et",
     "Ich möchte einen Tisch für", "Vorrei prenotare un tavolo per",
+    "Before we start.", "When I get home", "Once you're done.", "Bevor wir anfangen.",
+    "Antes de que llegue.",
 ])
 def test_words_that_leave_a_sentence_open(words: str) -> None:
-    lang = {"Qu": "es", "Je": "fr", "Ic": "de", "Vo": "it"}.get(words[:2], "en")
-    assert words_p_finished(words, lang) == P_WORDS_UNFINISHED, words
+    lang = {"Qu": "es", "An": "es", "Je": "fr", "Ic": "de", "Be": "de" if "wir" in words else "en",
+            "Vo": "it"}.get(words[:2], "en")
+    p = words_p_finished(words, lang)
+    assert p is not None and p <= P_WORDS_UNFINISHED, (words, p)
 
 
 @pytest.mark.parametrize("words,low,high", [
@@ -148,6 +152,9 @@ def test_words_that_leave_a_sentence_open(words: str) -> None:
     ("Where are you from?", P_WORDS_OPEN, P_WORDS_OPEN),  # a question may end in "from"
     ("Set an alarm for six thirty tomorrow", P_WORDS_OPEN, P_WORDS_OPEN),
     ("If it rains tomorrow, should I still go to the beach?", 0.8, 1.0),
+    # Answers, not opened clauses: "When do you close?" "Before noon."
+    ("Before noon.", 0.6, 0.8), ("After the meeting.", 0.6, 0.8), ("Since then.", 0.6, 0.8),
+    ("Before we start, could you check my order?", 0.8, 1.0),
     ("¿Dónde está la estación?", 0.8, 1.0),
 ])
 def test_words_that_may_end_a_turn(words: str, low: float, high: float) -> None:
@@ -164,6 +171,11 @@ def test_the_policy_waits_longer_the_less_finished_it_sounds() -> None:
     # The orator's case: the audio model is sure, the words are not: keep listening.
     open_phrase = policy.judge(Evidence(audio=0.97, words="Four score and seven years ago and"))
     assert open_phrase.wait_ms > 1300 and open_phrase.parts["audio"] == 0.97
+    # A browser caller's "Before we start, | could you check ...": Whisper wrote a period at
+    # the 0.8 s pause, Smart Turn and the small LLM both heard an end (a CI failure's verdict
+    # was 98 % after 290 ms). The lone clause keeps the turn open past the pause.
+    opener = policy.judge(Evidence(audio=0.98, words="Before we start.", llm=0.03))
+    assert opener.wait_ms > 1300, opener
     # No evidence at all: half way; evidence that is not configured does not count.
     assert policy.judge(Evidence()).wait_ms == 1100
     words_only = TurnPolicy(TurnConfig(evidence=["words"]))

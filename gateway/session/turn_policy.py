@@ -9,7 +9,9 @@ evidence say whether the user has finished:
 * words: the ASR's pause decode of the turn so far. A trailing conjunction,
   preposition, article or filler ("and", "to", "the", "um"), a trailing comma,
   dash or ellipsis (Whisper writes "..." where speech breaks off), or a lone
-  "if ..." clause say "not finished"; a question mark says "finished".
+  "if ..." or "before we ..." clause say "not finished" (the last firmly: its
+  period is Whisper's guess at a pause, and the clause still wants its main
+  clause); a question mark says "finished".
 * llm: the LLM app's probability that the user's message ends where the words
   stop (its next token would close the message). It reads the words in the
   conversation's context, so it knows "how to get" wants more. Tiny for an open
@@ -37,6 +39,7 @@ from gateway.config import TurnConfig
 
 # p(finished) from the words alone.
 P_WORDS_UNFINISHED = 0.05  # trailing continuation word or mark
+P_WORDS_LONE_CLAUSE = 0.02  # "Before we start." with no main clause after it
 P_WORDS_OPEN = 0.35  # no end mark: it may go on
 P_WORDS_STATEMENT = 0.7  # ends with . or !
 P_WORDS_QUESTION = 0.85  # ends with ?
@@ -88,12 +91,17 @@ STRANDABLE = frozenset("""
 OPENERS: dict[str, tuple[str, ...]] = {
     "en": ("if", "although", "though", "unless", "even if", "whenever", "in case",
            "as soon as", "so that"),
-    "es": ("si", "aunque", "cuando", "en caso de que"),
-    "fr": ("si", "quand", "lorsque", "bien que", "même si"),
-    "de": ("wenn", "falls", "obwohl", "sobald"),
-    "it": ("se", "quando", "sebbene", "anche se"),
-    "pt": ("se", "quando", "embora", "caso"),
+    "es": ("si", "aunque", "cuando", "en caso de que", "antes de que", "después de que"),
+    "fr": ("si", "quand", "lorsque", "bien que", "même si", "avant que", "après que"),
+    "de": ("wenn", "falls", "obwohl", "sobald", "bevor", "nachdem"),
+    "it": ("se", "quando", "sebbene", "anche se", "prima che", "dopo che"),
+    "pt": ("se", "quando", "embora", "caso", "antes que", "depois que"),
 }
+# English words that open a clause only when a subject follows: "Before we start." wants
+# more, "Before noon." or "After the meeting." answers a question.
+CLAUSE_PREPOSITIONS = frozenset("before after until till since once while when".split())
+SUBJECTS = re.compile(r"(i|we|you|he|she|it|they|there|someone|somebody|everyone|everybody)"
+                      r"(['’](m|re|s|ve|ll|d))?$")
 _TRAILING_MARK = re.compile(r"(\.\.\.|…|-|—|–|,|:|;)\s*$")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?", re.UNICODE)
 
@@ -113,13 +121,22 @@ def words_p_finished(text: str, language: str = "en") -> float | None:
         return P_WORDS_OPEN if stranded else P_WORDS_UNFINISHED
     if text.endswith("?"):
         return P_WORDS_QUESTION
-    sentence = re.split(r"[.!?]\s+", text)[-1].lower()
-    opened = any(sentence.startswith(o + " ") for o in OPENERS.get(base, OPENERS["en"]))
-    if opened and not re.search(r"[,;:]", sentence):
-        return P_WORDS_UNFINISHED
+    if _lone_clause(re.split(r"[.!?]\s+", text)[-1].lower(), base):
+        return P_WORDS_LONE_CLAUSE
     if text.endswith((".", "!", "。", "！")):
         return P_WORDS_STATEMENT
     return P_WORDS_OPEN
+
+
+def _lone_clause(sentence: str, language: str) -> bool:
+    """The last sentence is a subordinate clause with no main clause after it."""
+    if re.search(r"[,;:]", sentence):
+        return False
+    if any(sentence.startswith(o + " ") for o in OPENERS.get(language, OPENERS["en"])):
+        return True
+    words = _WORD.findall(sentence)
+    return (language == "en" and len(words) >= 3 and words[0] in CLAUSE_PREPOSITIONS
+            and SUBJECTS.match(words[1]) is not None)
 
 
 def llm_p_finished(p_end: float) -> float:
