@@ -109,6 +109,9 @@ async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
     await asyncio.sleep(0.3)  # the last frames through the jitter buffer
     heard = audible(caller, spoke_until, time.monotonic())
     gaps = [(b - a) * 1000 - 20 for a, b in zip(heard, heard[1:], strict=False)]
+    # where each underrun fell: ms into the answer (from its first audible frame), length
+    holes = [[round((a - heard[0]) * 1000), round(g)]
+             for a, g in zip(heard, gaps, strict=False) if g > UNDERRUN_GAP_MS]
     new = caller.events[n:]
     judged = [e for e in new if e["type"] == "pause_judged"]
     return {
@@ -129,7 +132,8 @@ async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
                          if e["type"] == "agent_text" and e.get("turn") == metrics["turn"]),
         # silence inside the answer: a unit not ready when the one before it ended
         "longest_gap_ms": max(gaps, default=0.0),
-        "underruns": sum(g > UNDERRUN_GAP_MS for g in gaps),
+        "underruns": len(holes),
+        "holes": holes,
     }
 
 
@@ -173,6 +177,9 @@ def summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
             if turns else float("nan")},
         "underruns_per_turn": float(np.mean([t["underruns"] for t in turns]))
         if turns else float("nan"),
+        # after the first unit (a cached opener plays ~0.5 s) or later in the answer
+        "underruns_within_1s_per_turn": float(np.mean(
+            [sum(at < 1000 for at, _ in t["holes"]) for t in turns])) if turns else float("nan"),
         "longest_gap_ms": {"p50": pct([t["longest_gap_ms"] for t in turns], 50),
                            "max": max((t["longest_gap_ms"] for t in turns), default=0.0)},
         "turn_model_ms": {"p50": pct([d["model_ms"] for d in decisions], 50),
