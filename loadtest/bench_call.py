@@ -119,6 +119,8 @@ async def one_turn(caller: Caller, sample: TurnSample) -> dict[str, Any] | None:
         "client_ttfat_ms": (heard[0] - spoke_until) * 1000 if heard else None,
         "waited": [spoke_until, heard[0]] if heard else None,  # time.monotonic()
         "answered": [heard[0], heard[-1]] if heard else None,  # the answer playing
+        # its first 1.5 s: the first unit plays while the second is made
+        "opening": [heard[0], min(heard[-1], heard[0] + 1.5)] if heard else None,
         "cut_ins": len(audible(caller, began, spoke_until)),
         "gateway": {k: metrics[k] for k in STAGES},
         "speculation": metrics["speculation"], "joined": metrics["joined"],
@@ -270,7 +272,8 @@ def cpu_profile(turns: list[dict[str, Any]], samples: list[dict[str, Any]],
                 window: str = "waited") -> dict[str, Any]:
     """Per turn, the cores each process held in one window of it (`waited`: while the caller
     waited for the first audio; `answered`: while the answer played, where underruns are
-    made); the busiest threads."""
+    made; `opening`: its first 1.5 s, while the unit after the first is made); the busiest
+    threads."""
     per_process: dict[str, list[float]] = defaultdict(list)
     threads: dict[str, float] = defaultdict(float)
     idle: list[float] = []
@@ -364,6 +367,7 @@ def main() -> int:
     if ns.cpu_profile:
         report["cpu_profile"] = cpu_profile(report["turns"], samples)
         report["cpu_profile_answering"] = cpu_profile(report["turns"], samples, "answered")
+        report["cpu_profile_opening"] = cpu_profile(report["turns"], samples, "opening")
     report["first_units"] = first_units_alone(report["turns"])
     print(json.dumps({k: v for k, v in report.items() if k != "turns"}, indent=2))
     if ns.json:

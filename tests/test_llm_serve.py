@@ -7,6 +7,7 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -294,3 +295,26 @@ async def test_tools_reach_the_real_engine_and_a_tool_exchange_is_answered(
             await reply_text(generate(ch, req))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "call-2" in (e.value.details() or "")
+
+
+def _niceness(name: str) -> list[int]:
+    """The niceness of each process whose title starts with `name` (/proc/PID/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            title = (stat.parent / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        if title.startswith(name):
+            found.append(int(text.rsplit(")", 1)[1].split()[16]))
+    return found
+
+
+def test_the_engine_yields_by_its_cpu_nice_from_a_replica_at_nice_0(
+        llm_app: runtime.Endpoints) -> None:
+    """The local cluster starts Ray's workers at nice 0 (Ray's default is 15, which would
+    cap the LLM's cpu_nice of 10 at 19, 4 steps below the TTS it should yield to)."""
+    assert _niceness("ray::ServeReplica:llm") == [0, 0]
+    engines = _niceness("VLLM::EngineCore") + _niceness("VLLM::Worker")
+    assert len(engines) >= 2 and set(engines) == {10}, engines

@@ -49,6 +49,23 @@ def test_units_grow_from_a_short_first_one_to_sentences() -> None:
     assert sizes[:4] == [2, 4, 8, 16] and sizes[4:] == [2, 1]
 
 
+def test_a_long_sentence_after_a_short_unit_is_cut_at_its_clauses() -> None:
+    """Units after the fourth are sentences, but one may not outgrow the unit before it by
+    more than twice: it would take longer to make than that unit takes to play."""
+    text = ("The highest mountain is Everest. It stands at eight thousand, eight hundred and "
+            "forty-nine metres, which is about twenty-nine thousand feet, on the border of "
+            "Nepal and China. It was first climbed in 1953.")
+    units = [u[2] for u in units_of([text], first_words=1)]
+    assert "".join(units) == text
+    sizes = [len(u.split()) for u in units]
+    assert sizes[:4] == [1, 2, 2, 5]  # growing: "The", "highest mountain", "is Everest." ...
+    assert all(b <= 2 * a for a, b in zip(sizes[3:], sizes[4:], strict=False)), units
+    # the long sentence in three units, each cut at a clause mark; then a whole sentence
+    assert units[4:] == ["eight hundred and forty-nine metres, ",
+                         "which is about twenty-nine thousand feet, ",
+                         "on the border of Nepal and China. ", "It was first climbed in 1953."]
+
+
 def test_first_unit_cut_by_word_count_without_punctuation() -> None:
     assert units_of(["The capital of France is Paris."])[0][2] == "The capital "
 

@@ -164,7 +164,8 @@ def cmd_deploy(ns: argparse.Namespace) -> int:
 
     config = _config(ns)
     if ns.address == "auto":  # this machine's cluster: `voxray up`'s runs without Ray auth
-        os.environ.setdefault(*next(iter(runtime.LOCAL_RAY_ENV.items())))
+        for key, value in runtime.LOCAL_AUTH_ENV.items():
+            os.environ.setdefault(key, value)
     t0 = time.monotonic()
     try:
         endpoints = runtime.start(config, address=ns.address, timeout_s=ns.timeout,

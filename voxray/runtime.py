@@ -18,8 +18,12 @@ from voxray.stage_auth import TOKEN_ENV, ensure_token
 log = logging.getLogger(__name__)
 
 # Ray 2.60 turns token authentication on by default; the embedded local
-# cluster is private to this machine, so it runs without.
-LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+# cluster is private to this machine, so it runs without. Ray starts its workers
+# at nice 15, which leaves a replica's `cpu_nice` only 4 steps to yield by (the
+# LLM's 10 became 19 against TTS's 15: it still took a third of the cores while
+# the first words were synthesised); from 0 the replicas' niceness is what counts.
+LOCAL_AUTH_ENV = {"RAY_AUTH_MODE": "disabled"}
+LOCAL_RAY_ENV = LOCAL_AUTH_ENV | {"RAY_worker_niceness": "0"}
 DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 

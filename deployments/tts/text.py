@@ -41,7 +41,10 @@ class UnitSplitter:
     Units grow: the first is cut at a clause mark or after `first_unit_max_words`
     words, and each next one may hold twice as many words, so every unit is
     synthesised while the one before it plays; from the fifth on, units are
-    whole sentences (up to `max_unit_chars`), which sound best.
+    whole sentences (up to `max_unit_chars`), which sound best, unless a sentence
+    runs past twice the words of the unit before it: then it is cut at a clause
+    mark once it has as many words as that unit, or at twice as many. A long
+    sentence after a short unit would otherwise leave seconds of silence.
     """
 
     GROWING_UNITS = 4
@@ -52,6 +55,7 @@ class UnitSplitter:
         self.text = ""
         self._start = 0  # where the next unit begins
         self._units = 0
+        self._last_words = first_unit_max_words  # in the unit before the next one
 
     def feed(self, delta: str) -> list[Unit]:
         self.text += delta
@@ -70,6 +74,7 @@ class UnitSplitter:
         unit = Unit(self._start, end, self.text[self._start : end])
         self._start = end
         self._units += 1
+        self._last_words = max(len(unit.text.split()), 1)
         return unit
 
     def _next_boundary(self) -> int | None:
@@ -93,6 +98,9 @@ class UnitSplitter:
             if mark in SENTENCE_MARKS and not _NOT_SENTENCE_END.search(before):
                 return self._start + m.end()
             if growing and (mark in CLAUSE_MARKS or words >= max_words):
+                return self._start + m.end()
+            if not growing and (words >= 2 * self._last_words or
+                                (mark in CLAUSE_MARKS and words >= self._last_words)):
                 return self._start + m.end()
             if i >= self._max_chars:
                 return self._start + m.end()
