@@ -7,9 +7,9 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from openai import AsyncOpenAI
 from ray import serve
@@ -298,16 +298,12 @@ async def test_tools_reach_the_real_engine_and_a_tool_exchange_is_answered(
 
 
 def _niceness(name: str) -> list[int]:
-    """The niceness of each process whose title starts with `name` (/proc/PID/stat)."""
+    """The niceness of each process whose title starts with `name`."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-            title = (stat.parent / "cmdline").read_bytes().split(b"\0")[0].decode()
-        except OSError:
-            continue
+    for proc in psutil.process_iter(["cmdline", "nice"]):
+        title = (proc.info["cmdline"] or [""])[0]
         if title.startswith(name):
-            found.append(int(text.rsplit(")", 1)[1].split()[16]))
+            found.append(proc.info["nice"])
     return found
 
 
