@@ -35,6 +35,7 @@ def test_partials_follow_voiced_audio_not_silence() -> None:
     t.add_audio(loud(0.3))
     job = t.next_job(2)
     assert job is not None and not job.final and len(job.audio) == int(0.6 * SAMPLE_RATE)
+    assert not job.urgent  # a routine partial waits behind other streams' urgent decodes
     t.apply(job, hyp(("hello", 0.0, 0.5)), silent=False)
     t.add_audio(quiet(0.1))
     assert t.next_job(3) is None
@@ -46,6 +47,7 @@ def test_pause_decode_becomes_the_final_without_another_decode() -> None:
     t.add_audio(quiet(0.25))  # a pause: decode at once
     job = t.next_job(1)
     assert job is not None and not job.final
+    assert job.urgent  # the turn's verdict waits for these words
     update = t.apply(job, hyp(("hello", 0.0, 0.4)), silent=False)
     assert update is not None and update.text == "hello"
     t.add_audio(quiet(0.2))

@@ -163,7 +163,7 @@ class AsrService:
                                       with_words=self.args.word_timestamps, language=language,
                                       likely=likely)
 
-        return await self.pool.run(URGENT if job.final else BACKGROUND, run)  # type: ignore[no-any-return]
+        return await self.pool.run(URGENT if job.urgent else BACKGROUND, run)  # type: ignore[no-any-return]
 
 
 def _event(u: TranscriptUpdate, meta: common_pb2.Meta, decode_ms: float,

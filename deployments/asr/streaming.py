@@ -92,6 +92,13 @@ class DecodeJob:
     final: bool
     reply_to_seq: int
     reuse: Decoded | None = None  # a final answered from an earlier decode
+    # A decode at a pause: the turn's verdict and a speculative answer wait for its words,
+    # so it goes ahead of other streams' routine partials, like a final.
+    at_pause: bool = False
+
+    @property
+    def urgent(self) -> bool:
+        return self.final or self.at_pause
 
 
 @dataclass(frozen=True)
@@ -261,7 +268,7 @@ class StreamingTranscriber:
         if paused or self._voiced_since_decode >= self._partial_every:
             self._voiced_since_decode = 0
             return DecodeJob(u, u.tail_audio().copy(), u.tail_start, self._prompt(u), False,
-                             reply_to_seq)
+                             reply_to_seq, at_pause=paused)
         return None
 
     @staticmethod
