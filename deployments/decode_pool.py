@@ -1,7 +1,9 @@
 """Runs blocking model calls off the event loop, most urgent first.
 
 Sessions of one replica share the model; a final transcript someone is
-waiting for must not queue behind another session's partial.
+waiting for must not queue behind another session's partial. A priority is
+any number, lowest first: URGENT and BACKGROUND, or a deadline on the
+`time.monotonic()` clock (later than URGENT, and earliest first among themselves).
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from typing import Any
 
 from deployments.load_meter import LoadMeter
 
-URGENT = 0
-BACKGROUND = 1
+URGENT = 0.0
+BACKGROUND = 1.0
+
+_Job = tuple[float, int, Callable[[], Any], asyncio.Future[Any]]
 
 
 class DecodePool:
     def __init__(self, workers: int, name: str = "decode") -> None:
         self._workers = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
-        self._queue: asyncio.PriorityQueue[tuple[int, int, Callable[[], Any], asyncio.Future[Any]]]
+        self._queue: asyncio.PriorityQueue[_Job]
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -36,7 +40,7 @@ class DecodePool:
         self._queue = asyncio.PriorityQueue()
         self._tasks = [loop.create_task(self._run()) for _ in range(self._workers)]
 
-    async def run(self, priority: int, fn: Callable[[], Any]) -> Any:
+    async def run(self, priority: float, fn: Callable[[], Any]) -> Any:
         """Run fn() on a worker thread when its turn comes; cancelling drops it if not started."""
         self._start()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

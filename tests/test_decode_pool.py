@@ -45,3 +45,18 @@ async def test_a_cancelled_caller_s_job_never_runs_and_errors_reach_the_caller()
     await busy
     assert await pool.run(URGENT, lambda: "still serving") == "still serving"
     assert ran == []
+
+
+async def test_deadlines_run_earliest_first_after_urgent_work() -> None:
+    pool = DecodePool(workers=1)
+    gate = threading.Event()
+    order: list[str] = []
+    blocker = asyncio.create_task(pool.run(BACKGROUND, lambda: gate.wait(5)))
+    await asyncio.sleep(0.05)
+    now = time.monotonic()
+    jobs = [asyncio.create_task(pool.run(p, lambda n=n: order.append(n)))
+            for n, p in (("late", now + 3.0), ("soon", now + 0.5), ("first", URGENT))]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(blocker, *jobs)
+    assert order == ["first", "soon", "late"]

@@ -129,6 +129,39 @@ async def test_a_reply_that_opens_as_an_earlier_one_did_needs_no_run_for_its_ope
     assert service.cache.hits >= 2
 
 
+async def second_caller_mid_answer(service: TtsService) -> list[tuple[float, float, str]]:
+    """Caller A's answer is under way ("Sure," and "the old" out, "lighthouse keeper walked
+    along" being made, the unit after it, due ~3 s after A's first audio, waiting) when
+    caller B's answer starts. The engine's runs, in order of their start."""
+    runs = timed_runs(service)
+    units_out = 0
+    two_out = asyncio.Event()
+
+    async def listen(text: str) -> None:
+        nonlocal units_out
+        async for e in service.synthesize_stream(deltas(text)):
+            if e.WhichOneof("kind") == "audio" and e.audio.span_complete:
+                units_out += 1
+                if units_out == 2:
+                    two_out.set()
+
+    a = asyncio.create_task(listen("Sure, the old lighthouse keeper walked along the rocky "
+                                   "shore every single morning before dawn."))
+    await asyncio.wait_for(two_out.wait(), 60)
+    await asyncio.gather(a, listen("Okay, here is one."))
+    return sorted(runs)
+
+
+async def test_a_listener_about_to_run_out_goes_ahead_of_one_with_audio_in_hand() -> None:
+    """One synthesis worker: B's second unit, needed in a moment, is made before A's unit
+    queued earlier but needed seconds later (first come, first served makes A's first)."""
+    service = TtsService(TtsArgs(intra_op_threads=1, synth_workers=1, first_unit_max_words=1,
+                                 unit_cache_mb=0))
+    made = [w for _, _, w in await second_caller_mid_answer(service)]
+    assert made.index("here is") < made.index("the rocky shore every single morning before "
+                                              "dawn."), made
+
+
 async def test_the_openers_are_made_while_the_replica_is_idle() -> None:
     service = TtsService(TtsArgs(intra_op_threads=1, first_unit_max_words=1,
                                  unit_cache_warm=["Hello!", "Sure,", "a b c d"]))

@@ -2,9 +2,10 @@
 
 Each unit of text is synthesised on its own and sent as soon as it is ready,
 so the first audio depends only on the first unit, which the splitter keeps
-short. Units run on a shared pool: a stream's first unit goes ahead of other
-streams' later units, and a long text never holds the pool for more than one
-unit at a time.
+short. Units run on a shared pool, most urgent first: a stream's first unit,
+then the unit whose listener runs out of audio soonest (its deadline), so a
+caller near the end of its audio goes ahead of one with seconds in hand. A long
+text never holds the pool for more than one unit at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import grpc
 import numpy as np
 
-from deployments.decode_pool import BACKGROUND, URGENT, DecodePool
+from deployments.decode_pool import URGENT, DecodePool
 from deployments.errors import StageError, invalid
 from deployments.streams import Stamper
 from deployments.tts.config import TtsArgs
@@ -37,6 +38,20 @@ log = logging.getLogger(__name__)
 # this is the espeak-ng language its text is phonemised in.
 VOICE_LANGUAGES = {"a": "en-us", "b": "en-gb", "e": "es", "f": "fr-fr", "h": "hi", "i": "it",
                    "j": "ja", "p": "pt-br", "z": "cmn"}
+
+
+# Kokoro speaks about 15 characters of English a second at speed 1.0: what a unit not
+# made yet is taken to add to its stream's audio.
+SPOKEN_S_PER_CHAR = 0.065
+
+
+def unit_deadline(playing_since: float | None, now: float, audio_s: float,
+                  pending_chars: int, speed: float) -> float:
+    """When a stream's listener runs out of audio unless its next unit is ready: the
+    audio sent so far plays from its first sample (taken as now before any is sent),
+    then the units before this one, made or being made, from their length in text."""
+    start = now if playing_since is None else playing_since
+    return start + audio_s + pending_chars * SPOKEN_S_PER_CHAR / speed
 
 
 class _Voice:
@@ -166,15 +181,17 @@ class TtsService:
         samples = 0
         spoken_until = 0
         step = SAMPLE_RATE * self.args.max_message_ms // 1000
-        ahead: asyncio.Queue[tuple[Unit, int, int, asyncio.Task[np.ndarray]] | None] = \
+        ahead: asyncio.Queue[tuple[Unit, int, int, int, asyncio.Task[np.ndarray]] | None] = \
             asyncio.Queue()
         in_flight = asyncio.Semaphore(self.args.units_ahead)
         last_seq = 0
         scheduled: list[_Scheduled] = []  # what the first unit's hold looks at
         all_scheduled = asyncio.Event()
+        playing_since: float | None = None  # when this stream's first audio went out
+        pending_chars = 0  # of units scheduled whose audio has not gone out yet
 
         async def schedule() -> None:
-            nonlocal last_seq
+            nonlocal last_seq, pending_chars
             span_start: int | None = None  # unspeakable text joins the next spoken span
             first = True
             try:
@@ -187,11 +204,14 @@ class TtsService:
                         continue
                     span_start = None
                     await in_flight.acquire()
-                    task = asyncio.ensure_future(
-                        self._synthesize(words, voice, URGENT if first else BACKGROUND))
+                    now = time.monotonic()
+                    priority = URGENT if first else unit_deadline(
+                        playing_since, now, samples / SAMPLE_RATE, pending_chars, voice.speed)
+                    task = asyncio.ensure_future(self._synthesize(words, voice, priority))
                     first = False
-                    scheduled.append(_Scheduled(len(words), time.monotonic(), task))
-                    ahead.put_nowait((unit, start, reply_to, task))
+                    pending_chars += len(words)
+                    scheduled.append(_Scheduled(len(words), now, task))
+                    ahead.put_nowait((unit, start, reply_to, len(words), task))
             finally:  # a bad request ends the queue too, and is re-raised below
                 all_scheduled.set()
                 ahead.put_nowait(None)
@@ -199,12 +219,14 @@ class TtsService:
         scheduler = asyncio.create_task(schedule())
         try:
             while (item := await ahead.get()) is not None:
-                unit, start, reply_to, task = item
+                unit, start, reply_to, chars, task = item
                 audio = await task
                 if samples == 0 and self.args.first_unit_hold_ms:
                     await self._hold_first(len(audio) / SAMPLE_RATE, scheduled, all_scheduled)
                 pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
                 span = common_pb2.TextSpan(start=start, end=unit.end)
+                if playing_since is None:
+                    playing_since = time.monotonic()
                 for i in range(0, max(len(pcm), 1), step):
                     piece = pcm[i : i + step]
                     chunk = common_pb2.AudioChunk(pcm16=piece.tobytes(),
@@ -213,13 +235,14 @@ class TtsService:
                     yield tts_pb2.TtsEvent(meta=stamp.meta(reply_to), audio=tts_pb2.TtsAudio(
                         audio=chunk, span=span, span_complete=i + step >= len(pcm)))
                 spoken_until = unit.end
+                pending_chars -= chars
                 in_flight.release()
             await scheduler  # re-raise a StageError from the request side
         finally:
             scheduler.cancel()
             while not ahead.empty():  # units made ahead that nobody will hear
                 if (left := ahead.get_nowait()) is not None:
-                    left[3].cancel()
+                    left[4].cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await scheduler
         yield tts_pb2.TtsEvent(meta=stamp.meta(last_seq), done=tts_pb2.TtsDone(
@@ -245,7 +268,7 @@ class TtsService:
             log.info("first unit (%.0f ms of audio) held %.0f ms for the next to be near",
                      playing_s * 1000, held * 1000)
 
-    async def _synthesize(self, words: str, voice: _Voice, priority: int) -> np.ndarray:
+    async def _synthesize(self, words: str, voice: _Voice, priority: float) -> np.ndarray:
         key = UnitKey(voice.voice, voice.speed, voice.language, words)
         if (cached := self.cache.get(key)) is not None:
             if priority == URGENT:
