@@ -11,7 +11,7 @@ word every 33 ms (about 30 tokens/s), and records:
 Run with 1 and 4 concurrent streams. First, the engine alone (no Ray) on
 first units of one to three words, the floor under every figure above.
 
-    python -m loadtest.bench_tts [--rounds 3] [--json out.json]
+    python -m loadtest.bench_tts [--rounds 3] [--engine-only] [--json out.json]
 """
 
 from __future__ import annotations
@@ -117,20 +117,22 @@ def summary(results: list[Result]) -> dict[str, float]:
             "underrun_max_ms": max(r.underrun_ms for r in results)}
 
 
-def bench_engine() -> dict[str, float]:
+def bench_engine(spinning: bool = True) -> dict[str, dict[str, float]]:
+    """Median wall and CPU time (all the process's threads) per run, per text."""
     from deployments.tts.config import TtsArgs
     from deployments.tts.engine import KokoroEngine
 
-    engine = KokoroEngine(TtsArgs())
+    engine = KokoroEngine(TtsArgs(intra_op_spinning=spinning))
     engine.warmup()
     out = {}
-    for text in ("Sure.", "The capital", "Okay, here is"):
-        times = []
+    for text in ("Sure.", "The capital", "Okay, here is", "The weather today is sunny and warm."):
+        wall, cpu = [], []
         for _ in range(5):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             engine.synthesize(text, "af_heart", 1.0, "en-us")
-            times.append((time.perf_counter() - t0) * 1000)
-        out[text] = float(np.median(times))
+            wall.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
+        out[text] = {"wall_ms": float(np.median(wall)), "cpu_ms": float(np.median(cpu))}
     return out
 
 
@@ -138,12 +140,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--engine-only", action="store_true",
+                    help="only the engine alone, with onnxruntime's threads spinning and not")
     ns = ap.parse_args()
     from voxray import runtime
 
-    out: dict[str, object] = {"engine_ms": bench_engine()}
-    print("engine alone, median of 5: " + ", ".join(
-        f"{text!r} {ms:.0f} ms" for text, ms in out["engine_ms"].items()), flush=True)  # type: ignore[attr-defined]
+    out: dict[str, object] = {}
+    for spinning in (True, False):
+        runs = out[f"engine_spinning_{'on' if spinning else 'off'}"] = bench_engine(spinning)
+        print(f"engine alone, threads spinning {'on' if spinning else 'off'}, median of 5: "
+              + ", ".join(f"{text!r} {t['wall_ms']:.0f} ms ({t['cpu_ms']:.0f} ms CPU)"
+                          for text, t in runs.items()), flush=True)
+    if ns.engine_only:
+        if ns.json:
+            write_json(ns.json, out)
+        return 0
     endpoints = runtime.start_local_profile(["tts"])
     try:
         for concurrency in (1, 4):

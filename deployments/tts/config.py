@@ -19,6 +19,9 @@ class TtsArgs(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     device_index: int = 0
     intra_op_threads: int = Field(2, ge=1, le=64)
+    # onnxruntime's intra-op threads spin while they wait for work between operators: quick on
+    # cores of their own, CPU taken from the replicas beside them on a shared box.
+    intra_op_spinning: bool = True
     # Syntheses run concurrently on this many threads (one session, shared).
     synth_workers: int = Field(1, ge=1, le=16)
     # Units of one stream synthesised at once (with synth_workers >= this): the next

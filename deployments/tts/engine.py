@@ -60,6 +60,8 @@ class KokoroEngine:
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.intra_op_threads
         so.inter_op_num_threads = 1
+        if not args.intra_op_spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Each input length has its own memory pattern, kept for the session's life: with
         # units of every length the replica grew by hundreds of MB (measured without it).
         so.enable_mem_pattern = False
