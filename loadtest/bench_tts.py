@@ -9,7 +9,9 @@ word every 33 ms (about 30 tokens/s), and records:
   gaps: how long a listener who started at the first chunk would wait on
   later chunks (underruns).
 Run with 1 and 4 concurrent streams. First, the engine alone (no Ray) on
-first units of one to three words, the floor under every figure above.
+first units of one to three words and a sentence, the floor under every figure
+above: wall and CPU time per run, with onnxruntime's threads spinning between
+operators and not (`intra_op_spinning`).
 
     python -m loadtest.bench_tts [--rounds 3] [--engine-only] [--json out.json]
 """

@@ -89,7 +89,18 @@ async def test_a_speaker_who_pauses_mid_sentence_is_heard_out(
             assert not cut_in, (f"{sample.id}: agent audible {cut_in[0] - began:.2f} s into "
                                 f"the utterance, which ends at {sample.last_voiced_s:.2f} s; "
                                 f"pauses judged {[(e['words'], e['wait_ms']) for e in judged]}")
-            finals = [e["text"] for e in caller.events if e["type"] == "final"]
+            final_events = [e for e in caller.events if e["type"] == "final"]
+            finals = [e["text"] for e in final_events]
+            ended_on = [e for e in judged
+                        if final_events and e["received_at"] <= final_events[0]["received_at"]]
+            if len(finals) > 1 and ended_on and misheard_pause(sample, ended_on[-1]):
+                # the turn ended on misheard words that sounded finished; nothing of the
+                # reply was heard, so the rest of the sentence joined the turn
+                joined = next(e for e in caller.events if e["type"] == "turn_metrics")
+                assert joined["joined"] is True, (sample.id, finals)
+                misheard.append(f"{sample.id}: {ended_on[-1]['words']!r} "
+                                f"{ended_on[-1]['evidence']} (turn ended, then joined)")
+                continue
             assert len(finals) == 1, (sample.id, finals)  # one user turn
             # one turn heard as words close to what was said (whisper-tiny on a busy CPU
             # heard p07 as "... keep stopping and re-earning around made.")
