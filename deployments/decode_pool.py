@@ -2,8 +2,9 @@
 
 Sessions of one replica share the model; a final transcript someone is
 waiting for must not queue behind another session's partial. A priority is
-any number, lowest first: URGENT and BACKGROUND, or a deadline on the
-`time.monotonic()` clock (later than URGENT, and earliest first among themselves).
+any number, lowest first: URGENT and BACKGROUND (the ASR), or URGENT and deadlines on
+the `time.monotonic()` clock, earliest first (the TTS). A pool uses one scheme or the
+other: BACKGROUND would sort before every deadline.
 """
 
 from __future__ import annotations
