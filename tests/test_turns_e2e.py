@@ -148,21 +148,33 @@ async def test_finished_questions_are_answered_from_the_prepared_reply(
 
 TRACE = """() => {
     window.voxrayTrace = [];
-    let last = {};
-    window.voxrayTimer = setInterval(async () => {
-        const row = {t: performance.now()};
-        (await pc.getStats()).forEach((r) => {
-            if (r.type === "inbound-rtp" && r.kind === "audio") row.agent = r.totalAudioEnergy;
-            if (r.type === "media-source" && r.kind === "audio") row.mic = r.totalAudioEnergy;
-        });
-        window.voxrayTrace.push(row);
-    }, 40);
+    // One getStats at a time, each row timed when its stats came back: on a busy box a
+    // call can take seconds, and a row timed at its start would put energy heard later
+    // (the answer) before the end of the utterance.
+    (async () => {
+        for (;;) {
+            const stats = await pc.getStats();
+            const row = {t: performance.now()};
+            stats.forEach((r) => {
+                if (r.type === "inbound-rtp" && r.kind === "audio") row.agent = r.totalAudioEnergy;
+                if (r.type === "media-source" && r.kind === "audio") row.mic = r.totalAudioEnergy;
+            });
+            window.voxrayTrace.push(row);
+            await new Promise((wake) => setTimeout(wake, 40));
+        }
+    })();
     // each pause verdict the page shows, with when it came
     window.voxrayJudged = [];
     const judged = document.getElementById("judged");
     new MutationObserver(() => window.voxrayJudged.push(
         {t: performance.now(), text: judged.textContent})).observe(
         judged, {childList: true, characterData: true, subtree: true});
+    // and each state it showed (hearing, thinking, speaking, paused, listening), with when
+    window.voxrayStates = [];
+    const state = document.getElementById("state");
+    new MutationObserver(() => window.voxrayStates.push(
+        {t: performance.now(), state: state.dataset.state})).observe(
+        state, {attributes: true, attributeFilter: ["data-state"]});
 }"""
 HEARD = re.compile(r'heard "(.*)"\)$')
 
@@ -171,6 +183,11 @@ def levels(trace: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
     """(seconds, energy gained since the previous sample) from cumulative totalAudioEnergy."""
     rows = [r for r in trace if key in r]
     return [(b["t"] / 1000, b[key] - a[key]) for a, b in zip(rows, rows[1:], strict=False)]
+
+
+def since(shown: list[dict[str, Any]], key: str, began: float) -> list[tuple[float, str]]:
+    """What the page showed from `began` on (page seconds), timed from then."""
+    return [(round(v["t"] / 1000 - began, 2), v[key]) for v in shown if v["t"] / 1000 >= began]
 
 
 async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, str]) -> None:
@@ -202,11 +219,13 @@ async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, 
             await page.wait_for_function(LISTENING, timeout=120_000)
             trace = await page.evaluate("window.voxrayTrace")
             verdicts = await page.evaluate("window.voxrayJudged")
+            states = await page.evaluate("window.voxrayStates")
             log = await page.inner_text("#log")
             await page.click("#stop")
         finally:
             await browser.close()
-    agent_on = [t for t, e in levels(trace, "agent") if e > 1e-5]
+    agent = [(t, e) for t, e in levels(trace, "agent") if e > 1e-5]
+    agent_on = [t for t, _ in agent]
     # The agent's answers as runs: one that began before an utterance (the tail of the
     # answer before it) is not a cut-in; one that begins while it is spoken is.
     answer_starts = [t for i, t in enumerate(agent_on) if i == 0 or t - agent_on[i - 1] > 1.0]
@@ -221,9 +240,11 @@ async def test_a_browser_caller_who_pauses_is_heard_out(gateway: tuple[Gateway, 
             if heard and misheard_pause(sample, {"words": heard.group(1)}):
                 misheard.append(f"{sample.id}: {shown[-1]}")
                 continue
-        assert not inside, (f"{sample.id}: agent began {inside[0] - began:.2f} s in, the "
-                            f"utterance ends at {sample.last_voiced_s:.2f} s; verdicts shown "
-                            f"{[(round(v['t'] / 1000 - began, 2), v['text']) for v in verdicts]}")
+        assert not inside, (
+            f"{sample.id}: agent began {inside[0] - began:.2f} s in, the utterance ends at "
+            f"{sample.last_voiced_s:.2f} s; verdicts shown {since(verdicts, 'text', began)}; "
+            f"page states {since(states, 'state', began)}; agent energy "
+            f"{[(round(t - began, 2), e) for t, e in agent if began <= t < end + 3]}")
         assert any(t > end for t in agent_on), f"{sample.id}: no answer"
     assert len(misheard) <= 1, misheard  # the ASR's slips (see misheard_pause)
     assert log.count("you:") >= len(chosen), log
