@@ -57,17 +57,25 @@ def local_cluster(head_cpus: int, nodes: list[dict[str, Any]]) -> Iterator[Any]:
     for key, value in runtime.LOCAL_RAY_ENV.items():
         mp.setenv(key, value)
     head = {"num_cpus": head_cpus, "include_dashboard": False}
+    for tries_left in (2, 1, 0):
+        c = None
+        try:
+            c = Cluster(initialize_head=True, head_node_args=head)
+            for node in nodes:
+                c.add_node(**node)
+            c.wait_for_nodes()
+            break
+        except Exception:
+            # On two busy cores (right after another cluster's vLLM processes shut down)
+            # Ray's GCS can miss its start-up deadline (RuntimeError), or a node's raylet
+            # its 30 s to register (a bare Exception): again, once they have gone.
+            if c is not None:
+                c.shutdown()
+            if not tries_left:
+                mp.undo()
+                raise
+            time.sleep(10)
     try:
-        c = Cluster(initialize_head=True, head_node_args=head)
-    except RuntimeError:
-        # Ray's GCS can miss its start-up deadline on two busy cores (right after another
-        # cluster's vLLM processes shut down): one more try, once they have gone
-        time.sleep(10)
-        c = Cluster(initialize_head=True, head_node_args=head)
-    try:
-        for node in nodes:
-            c.add_node(**node)
-        c.wait_for_nodes()
         yield c
     finally:
         runtime.stop()
