@@ -120,7 +120,9 @@ def summary(results: list[Result]) -> dict[str, float]:
 
 
 def bench_engine(spinning: bool = True) -> dict[str, dict[str, float]]:
-    """Median wall and CPU time (all the process's threads) per run, per text."""
+    """Median wall and CPU time (all the process's threads) per run, per text, and the
+    CPU time a second of the speech made cost: what one caller's answer, played as it
+    is made, takes of the box."""
     from deployments.tts.config import TtsArgs
     from deployments.tts.engine import KokoroEngine
 
@@ -131,10 +133,12 @@ def bench_engine(spinning: bool = True) -> dict[str, dict[str, float]]:
         wall, cpu = [], []
         for _ in range(5):
             t0, c0 = time.perf_counter(), time.process_time()
-            engine.synthesize(text, "af_heart", 1.0, "en-us")
+            audio = engine.synthesize(text, "af_heart", 1.0, "en-us")
             wall.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
-        out[text] = {"wall_ms": float(np.median(wall)), "cpu_ms": float(np.median(cpu))}
+        audio_s, cpu_ms = len(audio) / 24_000, float(np.median(cpu))
+        out[text] = {"wall_ms": float(np.median(wall)), "cpu_ms": cpu_ms, "audio_s": audio_s,
+                     "cpu_s_per_audio_s": cpu_ms / 1000 / audio_s}
     return out
 
 
@@ -151,7 +155,8 @@ def main() -> int:
     for spinning in (True, False):
         runs = out[f"engine_spinning_{'on' if spinning else 'off'}"] = bench_engine(spinning)
         print(f"engine alone, threads spinning {'on' if spinning else 'off'}, median of 5: "
-              + ", ".join(f"{text!r} {t['wall_ms']:.0f} ms ({t['cpu_ms']:.0f} ms CPU)"
+              + ", ".join(f"{text!r} {t['wall_ms']:.0f} ms ({t['cpu_ms']:.0f} ms CPU, "
+                          f"{t['cpu_s_per_audio_s']:.2f} CPU s per s of speech)"
                           for text, t in runs.items()), flush=True)
     if ns.engine_only:
         if ns.json:

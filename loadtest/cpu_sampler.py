@@ -3,6 +3,7 @@
 Run as its own process, so that sampling costs the measured processes no GIL time:
 
     python -m loadtest.cpu_sampler --out samples.jsonl [--interval 0.1]
+    python -m loadtest.cpu_sampler --summary samples.jsonl   # cores per process, whole run
 
 Each line is one sample: {"t": time.monotonic(), "cpu": {"process/thread tid": seconds}},
 the CPU seconds each thread used since the previous sample (threads that used none are left
@@ -117,7 +118,7 @@ def attribute(samples: Iterable[dict[str, object]], start: float, end: float
     out: dict[str, float] = defaultdict(float)
     prev_t: float | None = None
     for s in samples:
-        t = float(s["t"])  # type: ignore[arg-type]
+        t = _time(s)
         if prev_t is not None and t > prev_t:
             overlap = min(t, end) - max(prev_t, start)
             if overlap > 0:
@@ -128,16 +129,46 @@ def attribute(samples: Iterable[dict[str, object]], start: float, end: float
     return dict(out)
 
 
+def _time(sample: dict[str, object]) -> float:
+    return float(sample["t"])  # type: ignore[arg-type]
+
+
 def load(path: str) -> list[dict[str, object]]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def summary(samples: list[dict[str, object]]) -> dict[str, float]:
+    """Cores each process held on average from the first sample to the last, busiest first,
+    and the cores left idle ("idle")."""
+    if len(samples) < 2:
+        return {}
+    start, end = _time(samples[0]), _time(samples[-1])
+    span = end - start
+    used = attribute(samples, start, end)
+    per_process: dict[str, float] = defaultdict(float)
+    for key, secs in used.items():
+        per_process[key.split("/", 1)[0]] += secs / span
+    out = dict(sorted(per_process.items(), key=lambda kv: -kv[1]))
+    out["idle"] = len(os.sched_getaffinity(0)) - sum(per_process.values())
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", help="sample until stopped (SIGINT or SIGTERM), into this file")
+    what.add_argument("--summary", metavar="FILE",
+                      help="print the cores each process held over a file's whole span")
     ap.add_argument("--interval", type=float, default=0.1)
     a = ap.parse_args()
+    if a.summary:
+        samples = load(a.summary)
+        span = _time(samples[-1]) - _time(samples[0]) if samples else 0.0
+        print(f"{span:.0f} s sampled; cores held on average:")
+        for name, cores in summary(samples).items():
+            print(f"  {name:24s} {cores:5.2f}")
+        return 0
     if not 0.01 <= a.interval <= 60:
         ap.error(f"--interval {a.interval:g}: give 0.01 to 60 seconds")
     stop = False

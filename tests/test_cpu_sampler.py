@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 
 import psutil
+import pytest
 
-from loadtest.cpu_sampler import Sampler, attribute, process_label
+from loadtest.cpu_sampler import Sampler, attribute, process_label, summary
 
 
 def test_a_busy_process_is_seen_with_its_thread() -> None:
@@ -38,6 +40,16 @@ def test_seconds_are_split_by_the_share_of_each_interval_in_the_window() -> None
     got = attribute(samples, 0.5, 1.5)
     assert got == {"tts/a 1": 0.4 + 0.2, "llm Worker/b 2": 0.5}
     assert attribute(samples, 3.0, 4.0) == {}
+
+
+def test_a_run_is_summed_as_cores_per_process_and_idle() -> None:
+    samples = [{"t": 0.0, "cpu": {}}, {"t": 1.0, "cpu": {"tts/a 1": 0.8, "tts/b 2": 0.4}},
+               {"t": 2.0, "cpu": {"tts/a 1": 0.4, "llm Worker/c 3": 1.0}}]
+    got = summary(samples)
+    assert list(got) == ["tts", "llm Worker", "idle"]  # busiest first
+    assert got["tts"] == pytest.approx(0.8) and got["llm Worker"] == pytest.approx(0.5)
+    assert got["idle"] == pytest.approx(len(os.sched_getaffinity(0)) - 1.3)
+    assert summary(samples[:1]) == {}
 
 
 def test_processes_are_named_by_what_they_serve() -> None:
