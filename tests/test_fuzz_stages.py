@@ -5,7 +5,8 @@ and a good request after them is served.
 
 What parses but is wrong gets INVALID_ARGUMENT from the stage; bytes that do not parse
 as the method's request are refused by the proxy's gRPC runtime before any replica sees
-them (UNKNOWN, "Unexpected DecodeError: Error parsing message")."""
+them (UNKNOWN, "Unexpected DecodeError: Error parsing message"); in a stream, the proxy ends
+the stream at them (and, rarely, the runtime reports INTERNAL)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
+from google.protobuf.message import DecodeError, Message
 
 from tests.test_failover_e2e import replicas
 from tests.test_gateway_e2e import start_gateway
@@ -29,6 +31,14 @@ from voxray.wer import wer
 pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
 PER_STAGE = 1000
 STAGES = ("asr", "llm", "tts", "moshi")
+
+# What each streaming method's requests must parse as (see `one`)
+STREAM_REQUESTS: dict[str, type[Message]] = {
+    "/voxray.v1.Asr/Transcribe": asr_pb2.AsrRequest,
+    "/voxray.v1.Tts/SynthesizeStream": tts_pb2.TtsStreamRequest,
+    "/voxray.v1.Moshi/Converse": moshi_pb2.MoshiRequest,
+}
+CUT_OFF = "INTERNAL (a stream's undecodable message, cut off by the gRPC runtime)"
 
 # (application, method path, shape, a valid request to mutate)
 METHODS: list[tuple[str, str, str, bytes]] = [
@@ -83,8 +93,23 @@ async def one(channel: grpc.aio.Channel, app: str, path: str, shape: str,
     except grpc.aio.AioRpcError as e:
         if e.code() == grpc.StatusCode.UNKNOWN and "DecodeError" in (e.details() or ""):
             return "UNKNOWN (undecodable, refused by the proxy)"
-        return e.code().name
+        if e.code() == grpc.StatusCode.INTERNAL and path in STREAM_REQUESTS \
+                and not all(parses(STREAM_REQUESTS[path], m) for m in messages):
+            # Seen once on CI, for a Transcribe stream: the replica logged one OK more (822)
+            # than the client saw (821); the proxy had cut the stream at its bad message
+            return CUT_OFF
+        if e.code().name in ("OK", "INVALID_ARGUMENT"):
+            return e.code().name
+        return f"{e.code().name}: {e.details()}"  # named in full if it fails the test
     return "OK"
+
+
+def parses(request: type[Message], raw: bytes) -> bool:
+    try:
+        request.FromString(raw)
+    except DecodeError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +163,10 @@ async def test_junk_messages_get_a_status_and_no_replica_restarts(
     async with stage_channel(stages.grpc) as channel:
         print(f"\n{PER_STAGE} junk requests per stage:",
               {p.rsplit("/", 1)[1]: dict(c) for p, c in codes.items()})
-        allowed = {"OK", "INVALID_ARGUMENT", "UNKNOWN (undecodable, refused by the proxy)"}
+        allowed = {"OK", "INVALID_ARGUMENT", "UNKNOWN (undecodable, refused by the proxy)",
+                   CUT_OFF}
         assert all(set(c) <= allowed for c in codes.values()), codes
+        assert sum(c[CUT_OFF] for c in codes.values()) <= 10, codes  # the runtime's rare race
         per_stage = Counter({stage: sum(sum(codes[p].values()) for a, p, _, _ in METHODS
                                         if a == stage) for stage in STAGES})
         assert set(per_stage.values()) == {PER_STAGE}, per_stage
