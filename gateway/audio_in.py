@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from aiortc import RTCRtpReceiver
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway.vad import CHUNK, SAMPLE_RATE
@@ -24,19 +22,6 @@ class InChunk:
     start_sample: int  # in the session's 16 kHz timeline
     arrived: float  # time.monotonic() when its last sample arrived
     level_db: float  # RMS, dBFS
-
-
-def shorten_jitter_buffer(receiver: RTCRtpReceiver, frames: int) -> None:
-    """Hand the user's audio on after `frames` packets instead of aiortc's 4.
-
-    aiortc holds 4 packets (80 ms) before decoding, for smooth playout. The
-    gateway plays nothing it receives: the VAD and the ASR want each packet at
-    once, and every millisecond held here is added to the caller's TTFAT.
-    Reordered packets are still put in order (the buffer keeps 16).
-    """
-    attr = "_RTCRtpReceiver__jitter_buffer"  # aiortc exposes no setting for it
-    if getattr(receiver, attr, None) is not None and receiver.track.kind == "audio":
-        setattr(receiver, attr, JitterBuffer(capacity=16, prefetch=frames))
 
 
 def level_db(pcm: np.ndarray) -> float:

@@ -15,6 +15,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from gateway import events as ev
 from gateway.config import GatewayConfig
+from gateway.mic_jitter import MicJitterBuffer
 from gateway.smart_turn import SharedSmartTurn
 
 
@@ -45,6 +46,7 @@ class Call:
     reason: str = "hangup"
     connected: bool = False  # its media connection is up (ICE and DTLS; a socket at once)
     peer: Any = None  # its WebRTC peer connection, if it has one
+    mic_buffer: MicJitterBuffer | None = None  # its WebRTC audio's, for the packets lost
 
 
 class CallHost(Protocol):

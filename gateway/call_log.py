@@ -63,9 +63,13 @@ def session_started(session_id: str, mode: str, remote: str) -> None:
     _line("session_start", session=session_id, mode=mode, remote=remote)
 
 
-def session_ended(session_id: str, mode: str, reason: str, started: float) -> None:
+def session_ended(session_id: str, mode: str, reason: str, started: float,
+                  mic_lost: int | None = None, mic_late: int | None = None) -> None:
+    """`mic_lost`, `mic_late`: the caller's audio packets that never came or came too late
+    to use (WebRTC calls), a lossy network's mark on what the ASR heard."""
+    packets = {} if mic_lost is None else {"mic_lost": mic_lost, "mic_late": mic_late or 0}
     _line("session_end", session=session_id, mode=mode, reason=reason,
-          duration_s=round(time.monotonic() - started, 1))
+          duration_s=round(time.monotonic() - started, 1), **packets)
 
 
 def session_event(session_id: str, event: ev.Event) -> None:

@@ -163,9 +163,10 @@ class GatewayConfig(BaseModel):
     # The largest WebSocket message (Twilio, the Realtime API) taken; a larger one
     # closes that socket with 1009 (about 20 s of 24 kHz PCM16 audio in base64).
     max_message_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
-    # Packets of the caller's audio held before it is decoded (aiortc's default is 4,
-    # 80 ms, for playout; the VAD and ASR need no smoothing).
-    mic_jitter_packets: int = Field(1, ge=1, le=8)
+    # The caller's audio is decoded as each packet arrives; a packet after a missing one
+    # waits until this many have come after the gap (20 ms each), then the missing one is
+    # given up (aiortc's own buffer holds 4, and about 15 once a packet is lost).
+    mic_reorder_packets: int = Field(1, ge=0, le=8)
     voice: str = "af_heart"
     # The voice that answers in each language the ASR hears (with its `language: auto`);
     # English and any language not here get `voice`, and an event says so.

@@ -10,8 +10,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from gateway import media_guard
-from gateway.audio_in import shorten_jitter_buffer
 from gateway.call_host import Call
+from gateway.mic_jitter import use_mic_jitter_buffer
 
 media_guard.install()
 
@@ -20,7 +20,7 @@ class BadOffer(ValueError):
     """An offer this gateway cannot answer (the client's fault: a 400)."""
 
 
-async def answer_offer(sdp: str, call: Call, outbound: MediaStreamTrack, jitter_packets: int,
+async def answer_offer(sdp: str, call: Call, outbound: MediaStreamTrack, reorder_packets: int,
                        on_channel: Callable[[object], None],
                        on_failed: Callable[[str], Awaitable[None]]
                        ) -> tuple[RTCPeerConnection, MediaStreamTrack]:
@@ -52,7 +52,7 @@ async def answer_offer(sdp: str, call: Call, outbound: MediaStreamTrack, jitter_
         if not mic:
             raise BadOffer("no audio track in the offer")
         for receiver in pc.getReceivers():
-            shorten_jitter_buffer(receiver, jitter_packets)
+            call.mic_buffer = use_mic_jitter_buffer(receiver, reorder_packets) or call.mic_buffer
         pc.addTrack(outbound)
         await pc.setLocalDescription(await pc.createAnswer())
     except BadOffer:

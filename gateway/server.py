@@ -230,7 +230,7 @@ class Gateway:
             session = PipelineSession(self.cfg, self.channel, send, self.turn_model)
         call = Call(session, mode, session.close)
         try:
-            pc, mic = await answer_offer(sdp, call, session.track, self.cfg.mic_jitter_packets,
+            pc, mic = await answer_offer(sdp, call, session.track, self.cfg.mic_reorder_packets,
                                          on_channel, lambda why: self.end(session.id, why))
         except BaseException:
             await session.close()
@@ -325,7 +325,9 @@ class Gateway:
         self.metrics.sessions.labels(call.mode).dec()
         self.metrics.ended.labels(reason.split(":")[0]).inc()
         call.session.send(ev.Info("session_ended", reason))
-        call_log.session_ended(cid, call.mode, reason, call.started)
+        mic = call.mic_buffer
+        call_log.session_ended(cid, call.mode, reason, call.started,
+                               mic.skipped if mic else None, mic.late if mic else None)
         await call.session.close()
         await call.hang_up()
         if call.task is not None:

@@ -26,7 +26,7 @@ barge-in stop latency (the caller speaks over a long answer).
 
     python -m loadtest.bench_call [--set complete|paused|both] [--turns 24]
         [--barge-ins 5] [--url http://127.0.0.1:8080] [--profile overlay.yaml]
-        [--cpu-profile] [--json out.json]
+        [--cpu-profile] [--mic-loss 0.01] [--json out.json]
 """
 
 from __future__ import annotations
@@ -193,9 +193,10 @@ def summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def run(url: str, which: str, turns: int, barge_ins: int) -> dict[str, Any]:
+async def run(url: str, which: str, turns: int, barge_ins: int,
+              mic_loss: float = 0.0) -> dict[str, Any]:
     chosen = samples() if which == "both" else samples(which)
-    caller = Caller(url)
+    caller = Caller(url, mic_loss=mic_loss)
     await caller.connect()
     results: list[dict[str, Any]] = []
     stops: list[tuple[float, float]] = []
@@ -233,19 +234,21 @@ async def run(url: str, which: str, turns: int, barge_ins: int) -> dict[str, Any
                                 "p95": pct([s for s, _ in stops], 95)},
             "caller_heard_stop_ms": {"p50": pct([h for _, h in stops], 50),
                                      "p95": pct([h for _, h in stops], 95)}},
+        "mic_packets_dropped": caller.mic_packets_dropped,
         "turns": results,
     }
     return report
 
 
 async def with_own_gateway(grpc_target: str, which: str, turns: int, barge_ins: int,
-                           gateway: dict[str, Any] | None = None) -> dict[str, Any]:
+                           gateway: dict[str, Any] | None = None,
+                           mic_loss: float = 0.0) -> dict[str, Any]:
     cfg = local_gateway_config(**(gateway or {}))
     runner = web.AppRunner(Gateway(cfg, grpc_target).app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", cfg.port).start()
     try:
-        return await run(f"http://127.0.0.1:{cfg.port}", which, turns, barge_ins)
+        return await run(f"http://127.0.0.1:{cfg.port}", which, turns, barge_ins, mic_loss)
     finally:
         await runner.cleanup()
 
@@ -346,13 +349,16 @@ def main() -> int:
     ap.add_argument("--cpu-profile", action="store_true",
                     help="per turn, where the cores went while the caller waited, and while "
                          "the answer played (/proc)")
+    ap.add_argument("--mic-loss", type=float, default=0.0, metavar="SHARE",
+                    help="drop this share of the caller's audio packets on the way out (a "
+                         "lossy uplink: 0.01 is one packet in a hundred)")
     ap.add_argument("--json", help="write the report here too")
     ns = ap.parse_args()
     overlays = [yaml.safe_load(Path(f).read_text()) or {} for f in ns.profile]
     offer_only(["127.0.0.1"])
     if ns.url:
         with cpu_samples(ns.cpu_profile) as samples:
-            report = asyncio.run(run(ns.url, ns.set, ns.turns, ns.barge_ins))
+            report = asyncio.run(run(ns.url, ns.set, ns.turns, ns.barge_ins, ns.mic_loss))
     else:
         try:
             ep = runtime.start_local_profile(overrides=overlays, timeout_s=600)
@@ -361,7 +367,7 @@ def main() -> int:
                 gateway = merge(gateway, overlay.get("gateway") or {})
             with cpu_samples(ns.cpu_profile) as samples:
                 report = asyncio.run(with_own_gateway(ep.grpc, ns.set, ns.turns,
-                                                      ns.barge_ins, gateway))
+                                                      ns.barge_ins, gateway, ns.mic_loss))
         finally:
             runtime.stop()
     if ns.cpu_profile:

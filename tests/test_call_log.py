@@ -33,7 +33,7 @@ def lines(fmt: str) -> list[str]:
                                                 asr_final_ms=70.2, speculation="hit"))
     call_log.session_event("s1", ev.AgentText("agent_text", 1, "not logged"))
     call_log.session_event("s1", ev.error("tts", 'UNAVAILABLE: replica "tts#1" died'))
-    call_log.session_ended("s1", "pipeline", "ended by the client", 0.0)
+    call_log.session_ended("s1", "pipeline", "ended by the client", 0.0, mic_lost=3, mic_late=1)
     return out.getvalue().splitlines()
 
 
@@ -47,6 +47,7 @@ def test_key_value_lines_parse_back() -> None:
     assert error["level"] == "info" and error["stage"] == "tts"
     assert error["message"] == 'UNAVAILABLE: replica "tts#1" died'
     assert end["reason"] == "ended by the client" and float(end["duration_s"]) > 0
+    assert (end["mic_lost"], end["mic_late"]) == ("3", "1")
 
 
 def test_json_lines() -> None:

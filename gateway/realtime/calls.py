@@ -110,7 +110,7 @@ async def realtime_call(request: web.Request, host: CallHost) -> web.Response:
         conn.connect_sink(send)
 
     try:
-        pc, mic = await answer_offer(sdp, call, session.track, host.cfg.mic_jitter_packets,
+        pc, mic = await answer_offer(sdp, call, session.track, host.cfg.mic_reorder_packets,
                                      on_channel, lambda why: host.end(session.id, why))
     except BadOffer as e:
         await session.close()

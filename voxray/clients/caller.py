@@ -11,15 +11,18 @@ import asyncio
 import bisect
 import contextlib
 import json
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import is_rtcp
 
 from voxray.clients.asr_cli import last_voiced_sample
 from voxray.paced_track import PacedAudioTrack
@@ -66,6 +69,19 @@ class SpeakerTrack(PacedAudioTrack):
         return pcm
 
 
+def drop_rtp(sender: RTCRtpSender, drop: Callable[[], bool]) -> None:
+    """Asked before each RTP packet the sender sends (not RTCP): True drops it, as a lossy
+    network would."""
+    transport = sender.transport
+    send = transport._send_rtp
+
+    async def lossy(data: bytes) -> None:
+        if is_rtcp(data) or not drop():
+            await send(data)
+
+    transport._send_rtp = lossy  # type: ignore[method-assign]
+
+
 @dataclass
 class Heard:
     """The agent's audio as received: (arrival time, 48 kHz mono PCM) per frame, and the
@@ -96,10 +112,19 @@ class Heard:
 
 
 class Caller:
-    def __init__(self, base_url: str, mode: str = "pipeline", token: str | None = None) -> None:
+    """`mic_loss`: the share of the caller's outgoing audio packets dropped on purpose (a
+    lossy uplink, as on Wi-Fi or a phone network), the same packets for a given `seed`."""
+
+    def __init__(self, base_url: str, mode: str = "pipeline", token: str | None = None,
+                 mic_loss: float = 0.0, seed: int = 0) -> None:
+        if not 0.0 <= mic_loss < 1.0:
+            raise ValueError(f"mic_loss {mic_loss:g} is outside 0-1")
         self.base_url = base_url.rstrip("/")
         self.mode = mode
         self.token = token
+        self.mic_loss = mic_loss
+        self.mic_packets_dropped = 0
+        self._loss = random.Random(seed)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = SpeakerTrack()
         self.heard = Heard()
@@ -120,8 +145,10 @@ class Caller:
         def on_track(track: MediaStreamTrack) -> None:
             self._reader = asyncio.ensure_future(self._listen(track))
 
-        self.pc.addTrack(self.mic)
+        sender = self.pc.addTrack(self.mic)
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        if self.mic_loss:
+            drop_rtp(sender, self._drop_mic_packet)
         headers = {"Content-Type": "application/sdp"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -141,6 +168,12 @@ class Caller:
                 raise ConnectionError("no WebRTC connection to the gateway (ICE failed: "
                                       "no usable candidate pair)")
             await asyncio.sleep(0.05)
+
+    def _drop_mic_packet(self) -> bool:
+        if self._loss.random() < self.mic_loss:
+            self.mic_packets_dropped += 1
+            return True
+        return False
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
