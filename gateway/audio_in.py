@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -14,6 +15,9 @@ from gateway.vad import CHUNK, SAMPLE_RATE
 
 # A frame larger than this (one second) is not a real-time audio frame.
 MAX_FRAME_SAMPLES = 48_000
+# A longer jump in the frames' timestamps is a sender that set its clock again, not
+# silence; and more silence than this changes no turn decision.
+MAX_GAP_S = 5
 
 
 @dataclass
@@ -32,9 +36,16 @@ def level_db(pcm: np.ndarray) -> float:
 async def resampled(track: MediaStreamTrack, rate: int,
                     size: int) -> AsyncIterator[tuple[np.ndarray, float]]:
     """Resample with av (any rate/layout in) to mono int16 at `rate`, in pieces of `size`
-    samples, each with the time its last sample arrived."""
+    samples, each with the time its last sample arrived.
+
+    Time the frames' timestamps skip comes out as silence: a client with Opus DTX sends
+    one packet per 400 ms while its user is quiet, and a lost packet leaves 20 ms out.
+    Without it, the pause after the user's last word would reach the VAD 20 ms for every
+    400 ms, and the turn would end seconds late.
+    """
     resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
     pending: np.ndarray = np.zeros(0, np.int16)
+    due: Fraction | None = None  # seconds: where the next frame starts if none is missing
     while True:
         try:
             frame = await track.recv()
@@ -43,6 +54,12 @@ async def resampled(track: MediaStreamTrack, rate: int,
         if not isinstance(frame, av.AudioFrame) or frame.samples > MAX_FRAME_SAMPLES:
             continue  # not audio, or absurdly large: skip it rather than stall the session
         arrived = time.monotonic()
+        if frame.pts is not None and frame.time_base is not None:
+            start = frame.pts * frame.time_base
+            if due is not None and 0 < start - due <= MAX_GAP_S:
+                pending = np.concatenate([pending, np.zeros(round((start - due) * rate),
+                                                            np.int16)])
+            due = start + Fraction(frame.samples, frame.sample_rate)
         for out in resampler.resample(frame):
             pending = np.concatenate([pending, out.to_ndarray().reshape(-1).astype(np.int16)])
         while len(pending) >= size:

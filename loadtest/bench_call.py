@@ -26,7 +26,7 @@ barge-in stop latency (the caller speaks over a long answer).
 
     python -m loadtest.bench_call [--set complete|paused|both] [--turns 24]
         [--barge-ins 5] [--url http://127.0.0.1:8080] [--profile overlay.yaml]
-        [--cpu-profile] [--mic-loss 0.01] [--json out.json]
+        [--cpu-profile] [--mic-loss 0.01] [--mic-dtx] [--json out.json]
 """
 
 from __future__ import annotations
@@ -194,9 +194,9 @@ def summary(turns: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run(url: str, which: str, turns: int, barge_ins: int,
-              mic_loss: float = 0.0) -> dict[str, Any]:
+              mic_loss: float = 0.0, mic_dtx: bool = False) -> dict[str, Any]:
     chosen = samples() if which == "both" else samples(which)
-    caller = Caller(url, mic_loss=mic_loss)
+    caller = Caller(url, mic_loss=mic_loss, mic_dtx=mic_dtx)
     await caller.connect()
     results: list[dict[str, Any]] = []
     stops: list[tuple[float, float]] = []
@@ -242,13 +242,14 @@ async def run(url: str, which: str, turns: int, barge_ins: int,
 
 async def with_own_gateway(grpc_target: str, which: str, turns: int, barge_ins: int,
                            gateway: dict[str, Any] | None = None,
-                           mic_loss: float = 0.0) -> dict[str, Any]:
+                           mic_loss: float = 0.0, mic_dtx: bool = False) -> dict[str, Any]:
     cfg = local_gateway_config(**(gateway or {}))
     runner = web.AppRunner(Gateway(cfg, grpc_target).app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", cfg.port).start()
     try:
-        return await run(f"http://127.0.0.1:{cfg.port}", which, turns, barge_ins, mic_loss)
+        return await run(f"http://127.0.0.1:{cfg.port}", which, turns, barge_ins, mic_loss,
+                         mic_dtx)
     finally:
         await runner.cleanup()
 
@@ -352,13 +353,17 @@ def main() -> int:
     ap.add_argument("--mic-loss", type=float, default=0.0, metavar="SHARE",
                     help="drop this share of the caller's audio packets on the way out (a "
                          "lossy uplink: 0.01 is one packet in a hundred)")
+    ap.add_argument("--mic-dtx", action="store_true",
+                    help="send as a client with Opus DTX does: one packet per 400 ms while "
+                         "the caller is quiet")
     ap.add_argument("--json", help="write the report here too")
     ns = ap.parse_args()
     overlays = [yaml.safe_load(Path(f).read_text()) or {} for f in ns.profile]
     offer_only(["127.0.0.1"])
     if ns.url:
         with cpu_samples(ns.cpu_profile) as samples:
-            report = asyncio.run(run(ns.url, ns.set, ns.turns, ns.barge_ins, ns.mic_loss))
+            report = asyncio.run(run(ns.url, ns.set, ns.turns, ns.barge_ins, ns.mic_loss,
+                                     ns.mic_dtx))
     else:
         try:
             ep = runtime.start_local_profile(overrides=overlays, timeout_s=600)
@@ -367,7 +372,8 @@ def main() -> int:
                 gateway = merge(gateway, overlay.get("gateway") or {})
             with cpu_samples(ns.cpu_profile) as samples:
                 report = asyncio.run(with_own_gateway(ep.grpc, ns.set, ns.turns,
-                                                      ns.barge_ins, gateway, ns.mic_loss))
+                                                      ns.barge_ins, gateway, ns.mic_loss,
+                                                      ns.mic_dtx))
         finally:
             runtime.stop()
     if ns.cpu_profile:

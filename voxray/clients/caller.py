@@ -13,6 +13,7 @@ import contextlib
 import json
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class SpeakerTrack(PacedAudioTrack):
         self._pending: np.ndarray = np.zeros(0, np.int16)
         self._marks: list[tuple[int, asyncio.Future[float]]] = []  # (sample, when sent)
         self._sent = 0  # samples sent so far
+        self.quiet: deque[bool] = deque(maxlen=500)  # per frame made: nothing audible in it
 
     def say(self, pcm48: np.ndarray) -> tuple[asyncio.Future[float], asyncio.Future[float]]:
         """Queue an utterance; futures: when its first / last voiced sample went out."""
@@ -62,6 +64,7 @@ class SpeakerTrack(PacedAudioTrack):
         pcm[:take] = self._pending[:take]
         self._pending = self._pending[take:]
         self._sent += FRAME
+        self.quiet.append(int(np.abs(pcm).max(initial=0)) <= AUDIBLE)
         for mark in [m for m in self._marks if m[0] <= self._sent]:
             self._marks.remove(mark)
             if not mark[1].done():
@@ -69,14 +72,23 @@ class SpeakerTrack(PacedAudioTrack):
         return pcm
 
 
-def drop_rtp(sender: RTCRtpSender, drop: Callable[[], bool]) -> None:
+def drop_rtp(sender: RTCRtpSender, drop: Callable[[], bool], renumber: bool = False) -> None:
     """Asked before each RTP packet the sender sends (not RTCP): True drops it, as a lossy
-    network would."""
+    network would. `renumber`: the packets sent keep consecutive sequence numbers, as a
+    client that sends nothing while its user is quiet (Opus DTX) does: only the RTP
+    timestamps show the time between them."""
     transport = sender.transport
     send = transport._send_rtp
+    seq: int | None = None
 
     async def lossy(data: bytes) -> None:
-        if is_rtcp(data) or not drop():
+        nonlocal seq
+        if is_rtcp(data):
+            await send(data)
+        elif not drop():
+            if renumber and len(data) >= 4:
+                seq = int.from_bytes(data[2:4], "big") if seq is None else (seq + 1) % 65536
+                data = data[:2] + seq.to_bytes(2, "big") + data[4:]
             await send(data)
 
     transport._send_rtp = lossy  # type: ignore[method-assign]
@@ -111,19 +123,27 @@ class Heard:
         return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
 
+# Opus DTX (libopus): after 10 quiet frames (200 ms), one packet per 20 frames (400 ms).
+DTX_AFTER_FRAMES = 10
+DTX_EVERY_FRAMES = 20
+
+
 class Caller:
     """`mic_loss`: the share of the caller's outgoing audio packets dropped on purpose (a
-    lossy uplink, as on Wi-Fi or a phone network), the same packets for a given `seed`."""
+    lossy uplink, as on Wi-Fi or a phone network), the same packets for a given `seed`.
+    `mic_dtx`: send as a client with Opus DTX does, almost nothing while the mic is quiet."""
 
     def __init__(self, base_url: str, mode: str = "pipeline", token: str | None = None,
-                 mic_loss: float = 0.0, seed: int = 0) -> None:
+                 mic_loss: float = 0.0, seed: int = 0, mic_dtx: bool = False) -> None:
         if not 0.0 <= mic_loss < 1.0:
             raise ValueError(f"mic_loss {mic_loss:g} is outside 0-1")
         self.base_url = base_url.rstrip("/")
         self.mode = mode
         self.token = token
         self.mic_loss = mic_loss
+        self.mic_dtx = mic_dtx
         self.mic_packets_dropped = 0
+        self._quiet_run = 0  # quiet frames in a row, for DTX
         self._loss = random.Random(seed)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = SpeakerTrack()
@@ -147,8 +167,8 @@ class Caller:
 
         sender = self.pc.addTrack(self.mic)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        if self.mic_loss:
-            drop_rtp(sender, self._drop_mic_packet)
+        if self.mic_loss or self.mic_dtx:
+            drop_rtp(sender, self._drop_mic_packet, renumber=self.mic_dtx)
         headers = {"Content-Type": "application/sdp"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -170,6 +190,11 @@ class Caller:
             await asyncio.sleep(0.05)
 
     def _drop_mic_packet(self) -> bool:
+        if self.mic_dtx:  # the frame this packet carries: packets go in the order made
+            quiet = self.mic.quiet.popleft() if self.mic.quiet else False
+            self._quiet_run = self._quiet_run + 1 if quiet else 0
+            if self._quiet_run > DTX_AFTER_FRAMES and self._quiet_run % DTX_EVERY_FRAMES:
+                return True
         if self._loss.random() < self.mic_loss:
             self.mic_packets_dropped += 1
             return True

@@ -1,10 +1,12 @@
-"""The caller's audio packets on their way to the VAD: in order, at once, and no lasting
-delay after a lost packet (aiortc's own audio buffer keeps ~14 packets from then on)."""
+"""The caller's audio packets on their way to the VAD: in order, at once, no lasting delay
+after a lost packet (aiortc's own audio buffer keeps ~14 packets from then on), and the
+silence of a client that sends no packets while its user is quiet (Opus DTX)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,9 +16,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from gateway.audio_in import chunks_16k
+from gateway.audio_in import InChunk, chunks_16k
 from gateway.mic_jitter import MicJitterBuffer
 from gateway.peer import answer_offer
+from gateway.vad import CHUNK, SAMPLE_RATE
 from voxray.clients.caller import RATE, Caller, SpeakerTrack, drop_rtp
 from voxray.ice import offer_only
 
@@ -85,23 +88,37 @@ def test_numbering_wraps_and_may_start_again() -> None:
     assert held == [0, 0, 0] and buffer.late == 0
 
 
-async def silence_lag_after_a_lost_packet(stock: bool) -> float:
-    """A real caller (aiortc) says a tone to the gateway's peer, which reads it as the
-    gateway does; one RTP packet is lost before. Seconds from the tone's last sample
-    sent to the last loud 32 ms chunk the gateway's VAD would see."""
+TONE = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(RATE * 2) / RATE)).astype(np.int16)
+
+
+async def tone_to_the_gateway(drop: Callable[[np.ndarray], bool], stock: bool = False,
+                              listen_s: float = 1.0, dtx: bool = False
+                              ) -> tuple[float, list[InChunk], Any]:
+    """A real caller (aiortc) says a 2 s tone to the gateway's peer, which reads it as the
+    gateway does (its jitter buffer, `chunks_16k`); `drop` is asked of each frame's PCM
+    before its RTP packet goes. (when the tone's last sample went, the 32 ms chunks the
+    VAD would see, the call)"""
     offer_only(["127.0.0.1"])
     caller = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     mic = SpeakerTrack()
+    frames: list[np.ndarray] = []
+    make = mic.next_frame
+
+    def next_frame(now: float) -> np.ndarray:
+        frames.append(make(now))
+        return frames[-1]
+
+    mic.next_frame = next_frame  # type: ignore[method-assign]
     sender = caller.addTrack(mic)
     await caller.setLocalDescription(await caller.createOffer())
     sent = 0
 
-    def the_25th() -> bool:
+    def drop_packet() -> bool:  # packets go out in the order their frames were made
         nonlocal sent
         sent += 1
-        return sent == 25
+        return drop(frames[sent - 1]) if sent <= len(frames) else False
 
-    drop_rtp(sender, the_25th)
+    drop_rtp(sender, drop_packet, renumber=dtx)
     call: Any = SimpleNamespace(connected=False, mic_buffer=None)
 
     async def on_failed(why: str) -> None:
@@ -112,12 +129,11 @@ async def silence_lag_after_a_lost_packet(stock: bool) -> float:
     if stock:  # aiortc's own audio buffer, for comparison
         receiver = next(r for r in pc.getReceivers() if r.track.kind == "audio")
         receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(16, prefetch=4)  # type: ignore[attr-defined]
-    loud: list[float] = []
+    chunks: list[InChunk] = []
 
     async def listen() -> None:
         async for chunk in chunks_16k(track):
-            if chunk.level_db > -35:
-                loud.append(chunk.arrived)
+            chunks.append(chunk)
 
     try:
         await caller.setRemoteDescription(RTCSessionDescription(pc.localDescription.sdp,
@@ -127,20 +143,36 @@ async def silence_lag_after_a_lost_packet(stock: bool) -> float:
             assert time.monotonic() < deadline, "no connection"
             await asyncio.sleep(0.05)
         reader = asyncio.ensure_future(listen())
-        await asyncio.sleep(1.0)  # the 25th packet goes (and is lost) in this second
-        assert sent > 25
-        t = np.arange(RATE * 2) / RATE
-        _, last = mic.say((0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16))
-        last_sent = await last
         await asyncio.sleep(1.0)
+        _, last = mic.say(TONE)
+        last_sent = await last
+        await asyncio.sleep(listen_s)
         reader.cancel()
-        assert loud, "the tone never reached the gateway"
-        if not stock:  # the loss is counted for the call's log line
-            assert call.mic_buffer.skipped == 1 and call.mic_buffer.late == 0
-        return loud[-1] - last_sent
+        return last_sent, chunks, call
     finally:
         await caller.close()
         await pc.close()
+
+
+def loud(chunks: list[InChunk]) -> list[InChunk]:
+    return [c for c in chunks if c.level_db > -35]
+
+
+async def silence_lag_after_a_lost_packet(stock: bool) -> float:
+    """Seconds from the tone's last sample sent to the last loud chunk the gateway's VAD
+    would see, with one RTP packet lost (the 25th, in the second before the tone)."""
+    count = 0
+
+    def the_25th(pcm: np.ndarray) -> bool:
+        nonlocal count
+        count += 1
+        return count == 25
+
+    last_sent, chunks, call = await tone_to_the_gateway(the_25th, stock)
+    assert count > 25 and loud(chunks), "the tone never reached the gateway"
+    if not stock:  # the loss is counted for the call's log line
+        assert call.mic_buffer.skipped == 1 and call.mic_buffer.late == 0
+    return loud(chunks)[-1].arrived - last_sent
 
 
 async def test_a_caller_is_heard_at_once_after_a_lost_packet() -> None:
@@ -150,6 +182,30 @@ async def test_a_caller_is_heard_at_once_after_a_lost_packet() -> None:
           f"(aiortc's own buffer: {stock * 1000:.0f} ms)")
     assert lag < 0.15
     assert stock > 0.25  # what the lost packet costs with aiortc's buffer: this test sees it
+
+
+async def test_a_client_that_sends_no_packets_in_silence_is_heard_pausing_in_real_time() -> None:
+    """Opus DTX: while the mic is silent, one packet per 400 ms. The silence between
+    them reaches the VAD as silence, as long as it lasted."""
+    count = 0
+
+    def dtx(pcm: np.ndarray) -> bool:
+        nonlocal count
+        count += 1
+        return int(np.abs(pcm).max(initial=0)) == 0 and count % 20 != 0
+
+    last_sent, chunks, call = await tone_to_the_gateway(dtx, listen_s=1.5, dtx=True)
+    heard = [i for i, c in enumerate(chunks) if c.level_db > -35]
+    assert heard, "the tone never reached the gateway"
+    tone_s = len(heard) * CHUNK / SAMPLE_RATE
+    after = chunks[heard[-1] + 1:]
+    silence_s = len(after) * CHUNK / SAMPLE_RATE
+    print(f"tone {tone_s:.2f} s, then {silence_s:.2f} s of silence in the 1.5 s after it")
+    assert 1.8 <= tone_s <= 2.2
+    # packets came at most 0.4 s apart: the silence up to the last of them is all there
+    assert silence_s >= 1.0
+    assert all(c.level_db < -60 for c in after)
+    assert call.mic_buffer.skipped == 0  # DTX leaves no packet missing
 
 
 def test_a_callers_loss_is_a_share_of_its_packets() -> None:
