@@ -214,3 +214,14 @@ def test_a_callers_loss_is_a_share_of_its_packets() -> None:
     caller = Caller("http://127.0.0.1:1", mic_loss=0.1, seed=3)
     dropped = sum(caller._drop_mic_packet() for _ in range(10_000))
     assert 900 < dropped < 1100 and caller.mic_packets_dropped == dropped
+
+
+def test_a_dtx_caller_sends_one_packet_in_twenty_once_quiet_for_ten() -> None:
+    caller = Caller("http://127.0.0.1:1", mic_dtx=True)
+    caller.mic.quiet.extend([False] * 5 + [True] * 60 + [False] * 3)
+    sent = [not caller._drop_mic_packet() for _ in range(68)]
+    assert all(sent[:15])  # speech, then 200 ms of quiet frames as usual
+    quiet_sent = [i for i in range(15, 65) if sent[i]]
+    assert quiet_sent == [5 + 19, 5 + 39, 5 + 59]  # then every 20th quiet frame
+    assert all(sent[65:])  # speech again at once
+    assert caller.mic_packets_dropped == 0  # not losses: nothing is missing in DTX
