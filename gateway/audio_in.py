@@ -15,8 +15,8 @@ from gateway.vad import CHUNK, SAMPLE_RATE
 
 # A frame larger than this (one second) is not a real-time audio frame.
 MAX_FRAME_SAMPLES = 48_000
-# A longer jump in the frames' timestamps is a sender that set its clock again, not
-# silence; and more silence than this changes no turn decision.
+# Silence put in for a jump in the frames' timestamps is at most this long: more changes
+# no turn decision, and a sender that set its clock again may jump by hours.
 MAX_GAP_S = 5
 
 
@@ -56,9 +56,9 @@ async def resampled(track: MediaStreamTrack, rate: int,
         arrived = time.monotonic()
         if frame.pts is not None and frame.time_base is not None:
             start = frame.pts * frame.time_base
-            if due is not None and 0 < start - due <= MAX_GAP_S:
-                pending = np.concatenate([pending, np.zeros(round((start - due) * rate),
-                                                            np.int16)])
+            if due is not None and start > due:
+                gap = min(start - due, Fraction(MAX_GAP_S))
+                pending = np.concatenate([pending, np.zeros(round(gap * rate), np.int16)])
             due = start + Fraction(frame.samples, frame.sample_rate)
         for out in resampler.resample(frame):
             pending = np.concatenate([pending, out.to_ndarray().reshape(-1).astype(np.int16)])

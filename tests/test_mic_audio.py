@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
-from gateway.audio_in import InChunk, chunks_16k
+from gateway.audio_in import InChunk, chunks_16k, resampled
 from gateway.mic_jitter import MicJitterBuffer
 from gateway.peer import answer_offer
 from gateway.vad import CHUNK, SAMPLE_RATE
@@ -225,3 +228,32 @@ def test_a_dtx_caller_sends_one_packet_in_twenty_once_quiet_for_ten() -> None:
     assert quiet_sent == [5 + 19, 5 + 39, 5 + 59]  # then every 20th quiet frame
     assert all(sent[65:])  # speech again at once
     assert caller.mic_packets_dropped == 0  # not losses: nothing is missing in DTX
+
+
+class FramesTrack:
+    """A track that gives 20 ms 48 kHz frames starting at the given RTP timestamps."""
+
+    def __init__(self, starts: list[int]) -> None:
+        self.starts = list(starts)
+
+    async def recv(self) -> av.AudioFrame:
+        if not self.starts:
+            raise MediaStreamError
+        frame = av.AudioFrame.from_ndarray(np.full((1, 960), 1000, np.int16), format="s16",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = 48_000, self.starts.pop(0)
+        frame.time_base = Fraction(1, 48_000)
+        return frame
+
+
+async def test_a_jump_in_timestamps_is_silence_up_to_five_seconds() -> None:
+    hour = 48_000 * 3600
+    track: Any = FramesTrack([0, 960, 960 * 101, 960 * 102, hour, hour + 960])
+    pcm = np.concatenate([p async for p, _ in resampled(track, 16_000, 320)])
+    loud = np.abs(pcm) > 500
+    # 20 ms, 20 ms, then 1.96 s of silence, 40 ms, then 5 s of silence (not an hour), 40 ms
+    assert len(pcm) == pytest.approx(16_000 * (0.04 + 1.96 + 0.04 + 5 + 0.04), abs=320)
+    assert not loud[int(16_000 * 0.06):int(16_000 * 1.98)].any()
+    assert loud[int(16_000 * 2.025):int(16_000 * 2.05)].all()
+    assert not loud[int(16_000 * 2.065):int(16_000 * 7.05)].any()
+    assert loud[int(16_000 * 7.065):].all()  # (the last frame's tail is still in the resampler)
