@@ -18,6 +18,9 @@ MAX_FRAME_SAMPLES = 48_000
 # Silence put in for a jump in the frames' timestamps is at most this long: more changes
 # no turn decision, and a sender that set its clock again may jump by hours.
 MAX_GAP_S = 5
+# Silence is put in only while the audio handed on is no more than this ahead of the
+# time since the first frame came (packets come bunched after a stall).
+AHEAD_S = Fraction(1, 2)
 
 
 @dataclass
@@ -46,6 +49,8 @@ async def resampled(track: MediaStreamTrack, rate: int,
     resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
     pending: np.ndarray = np.zeros(0, np.int16)
     due: Fraction | None = None  # seconds: where the next frame starts if none is missing
+    first_at: float | None = None  # when the first frame came
+    produced = Fraction(0)  # seconds of audio handed on since then, silence put in too
     while True:
         try:
             frame = await track.recv()
@@ -54,12 +59,18 @@ async def resampled(track: MediaStreamTrack, rate: int,
         if not isinstance(frame, av.AudioFrame) or frame.samples > MAX_FRAME_SAMPLES:
             continue  # not audio, or absurdly large: skip it rather than stall the session
         arrived = time.monotonic()
+        first_at = arrived if first_at is None else first_at
         if frame.pts is not None and frame.time_base is not None:
             start = frame.pts * frame.time_base
             if due is not None and start > due:
-                gap = min(start - due, Fraction(MAX_GAP_S))
+                # never more audio than the time that has passed (and a little jitter):
+                # timestamps are the client's to choose, the VAD's work must stay real-time
+                budget = Fraction(arrived - first_at) + AHEAD_S - produced
+                gap = max(min(start - due, Fraction(MAX_GAP_S), budget), Fraction(0))
                 pending = np.concatenate([pending, np.zeros(round(gap * rate), np.int16)])
+                produced += gap
             due = start + Fraction(frame.samples, frame.sample_rate)
+        produced += Fraction(frame.samples, frame.sample_rate)
         for out in resampler.resample(frame):
             pending = np.concatenate([pending, out.to_ndarray().reshape(-1).astype(np.int16)])
         while len(pending) >= size:
