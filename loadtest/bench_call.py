@@ -337,6 +337,17 @@ def first_units_alone(turns: list[dict[str, Any]]) -> dict[str, Any]:
             "in_call_over_alone_p50": pct(in_call, 50) / pct(alone, 50) if alone else None}
 
 
+def share(text: str) -> float:
+    """--mic-loss: a share of packets, 0 up to (not including) 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is outside 0-1 (0.01: one packet in 100)")
+    return value
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--set", choices=("complete", "paused", "both"), default="complete")
@@ -350,7 +361,7 @@ def main() -> int:
     ap.add_argument("--cpu-profile", action="store_true",
                     help="per turn, where the cores went while the caller waited, and while "
                          "the answer played (/proc)")
-    ap.add_argument("--mic-loss", type=float, default=0.0, metavar="SHARE",
+    ap.add_argument("--mic-loss", type=share, default=0.0, metavar="SHARE",
                     help="drop this share of the caller's audio packets on the way out (a "
                          "lossy uplink: 0.01 is one packet in a hundred)")
     ap.add_argument("--mic-dtx", action="store_true",
@@ -358,6 +369,9 @@ def main() -> int:
                          "the caller is quiet")
     ap.add_argument("--json", help="write the report here too")
     ns = ap.parse_args()
+    if ns.mic_loss and ns.mic_dtx:
+        ap.error("--mic-loss and --mic-dtx go one at a time (a DTX caller's packets keep "
+                 "consecutive numbers, so its losses would not show as losses)")
     overlays = [yaml.safe_load(Path(f).read_text()) or {} for f in ns.profile]
     offer_only(["127.0.0.1"])
     if ns.url:

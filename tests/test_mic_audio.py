@@ -214,6 +214,8 @@ async def test_a_client_that_sends_no_packets_in_silence_is_heard_pausing_in_rea
 def test_a_callers_loss_is_a_share_of_its_packets() -> None:
     with pytest.raises(ValueError, match="mic_loss"):
         Caller("http://127.0.0.1:1", mic_loss=1.0)
+    with pytest.raises(ValueError, match="one at a time"):
+        Caller("http://127.0.0.1:1", mic_loss=0.01, mic_dtx=True)
     caller = Caller("http://127.0.0.1:1", mic_loss=0.1, seed=3)
     dropped = sum(caller._drop_mic_packet() for _ in range(10_000))
     assert 900 < dropped < 1100 and caller.mic_packets_dropped == dropped

@@ -137,6 +137,9 @@ class Caller:
                  mic_loss: float = 0.0, seed: int = 0, mic_dtx: bool = False) -> None:
         if not 0.0 <= mic_loss < 1.0:
             raise ValueError(f"mic_loss {mic_loss:g} is outside 0-1")
+        if mic_loss and mic_dtx:
+            raise ValueError("mic_loss and mic_dtx go one at a time: a DTX caller's packets "
+                             "keep consecutive numbers, so its losses would not show")
         self.base_url = base_url.rstrip("/")
         self.mode = mode
         self.token = token
