@@ -211,7 +211,8 @@ def test_a_long_run_gives_its_memory_back_once_it_ends() -> None:
 
     kept = growth(KokoroEngine(TtsArgs(intra_op_threads=1, return_memory=False)))
     given_back = growth(KokoroEngine(TtsArgs(intra_op_threads=1)))
-    assert kept > 150, f"the arena kept only {kept:.0f} MB: this test would not see a leak"
+    # twice the limit below (CI saw 143 MB kept once, 150+ elsewhere)
+    assert kept > 80, f"the arena kept only {kept:.0f} MB: this test would not see a leak"
     assert given_back < 40, f"a long run left the replica {given_back:.0f} MB bigger"
 
 
