@@ -1,6 +1,6 @@
 import pytest
 
-from deployments.tts.text import UnitSplitter, normalize, speakable
+from deployments.tts.text import UnitSplitter, normalize, pause_after, speakable
 
 
 @pytest.mark.parametrize(("raw", "spoken"), [
@@ -24,6 +24,17 @@ def test_normalize(raw: str, spoken: str) -> None:
 
 def test_symbols_only_is_not_speakable() -> None:
     assert not speakable(normalize("🙂 ** -- ✨"))
+
+
+@pytest.mark.parametrize(("words", "pause"), [
+    ("It is Paris.", 0.25), ("Really?", 0.25), ("Wait!", 0.25), ("So…", 0.25),
+    ('He said "go."', 0.25), ("(as planned.)", 0.25), ("です。", 0.25),
+    ("Sure,", 0.1), ("first;", 0.1), ("as follows:", 0.1),
+    ("the capital", 0.0), ("", 0.0), ("  ", 0.0), ("3.5", 0.0),
+])
+def test_a_unit_is_followed_by_the_pause_of_the_mark_it_ends_with(words: str,
+                                                                  pause: float) -> None:
+    assert pause_after(words, 0.25, 0.1) == pause
 
 
 def units_of(deltas: list[str], first_words: int = 2) -> list[tuple[int, int, str]]:

@@ -80,6 +80,24 @@ async def test_the_next_unit_is_made_while_the_one_before_it_is(
                                                     strict=False) if s2 < e1 - 0.005]
 
 
+async def test_a_unit_that_ends_a_sentence_or_clause_is_followed_by_its_pause(
+        services: dict[int, TtsService]) -> None:
+    """Each unit is trimmed, so the pause Kokoro makes at a mark is sent as silence that
+    speaks no characters, between units only: none after the last unit."""
+    text = "Sure, it is Paris. It is large."
+    events = [e async for e in services[2].synthesize_stream(deltas(text))]
+    audio = [e.audio for e in events if e.WhichOneof("kind") == "audio"]
+    pauses = [(a.span.start, len(a.audio.pcm16) // 2) for a in audio
+              if a.span.start == a.span.end]
+    assert pauses == [(len("Sure, "), 2400), (len("Sure, it is Paris. "), 6000)]
+    assert all(not any(a.audio.pcm16) for a in audio if a.span.start == a.span.end)
+    assert audio[-1].span.end == len(text) + 1 and audio[-1].span.start < audio[-1].span.end
+    starts = [a.audio.start_sample for a in audio]  # the pauses take their place in time
+    assert all(b.audio.start_sample - a.audio.start_sample == len(a.audio.pcm16) // 2
+               for a, b in zip(audio, audio[1:], strict=False))
+    assert starts[0] == 0 and events[-1].done.total_samples == len(pcm_of(events)) // 2
+
+
 async def test_a_cancelled_stream_stops_the_units_made_ahead(
         services: dict[int, TtsService]) -> None:
     service = services[2]

@@ -26,7 +26,7 @@ from deployments.errors import StageError, invalid
 from deployments.streams import Stamper
 from deployments.tts.config import TtsArgs
 from deployments.tts.engine import SAMPLE_RATE, Cancel, KokoroEngine, SynthesisCancelled
-from deployments.tts.text import Unit, UnitSplitter, normalize, speakable
+from deployments.tts.text import Unit, UnitSplitter, normalize, pause_after, speakable
 from deployments.tts.unit_cache import UnitCache, UnitKey
 from deployments.tts.unit_cost import UnitCost
 from voxray.v1 import common_pb2, tts_pb2
@@ -62,6 +62,15 @@ class _Voice:
 class _Scheduled(NamedTuple):
     chars: int
     at: float  # time.monotonic() when it was asked for
+    task: asyncio.Task[np.ndarray]
+
+
+class _Queued(NamedTuple):
+    unit: Unit
+    start: int  # of its span: unspeakable text before it joins it
+    reply_to: int
+    chars: int
+    pause: int  # samples of silence after it, if another unit follows
     task: asyncio.Task[np.ndarray]
 
 
@@ -177,12 +186,12 @@ class TtsService:
     ) -> AsyncIterator[tts_pb2.TtsEvent]:
         """Units are synthesised up to `units_ahead` at a time, as soon as each one's text
         is complete, and sent in order: the next unit is made while the one before it is
-        still being made or played, so short early units leave no silence after them."""
+        still being made or played, so short early units leave no silence after them. A unit
+        that ends with a mark is followed by that mark's pause when another unit follows."""
         samples = 0
         spoken_until = 0
         step = SAMPLE_RATE * self.args.max_message_ms // 1000
-        ahead: asyncio.Queue[tuple[Unit, int, int, int, asyncio.Task[np.ndarray]] | None] = \
-            asyncio.Queue()
+        ahead: asyncio.Queue[_Queued | None] = asyncio.Queue()
         in_flight = asyncio.Semaphore(self.args.units_ahead)
         last_seq = 0
         scheduled: list[_Scheduled] = []  # what the first unit's hold looks at
@@ -211,38 +220,55 @@ class TtsService:
                     first = False
                     pending_chars += len(words)
                     scheduled.append(_Scheduled(len(words), now, task))
-                    ahead.put_nowait((unit, start, reply_to, len(words), task))
+                    pause = pause_after(words, self.args.sentence_pause_ms,
+                                        self.args.clause_pause_ms) / 1000 / voice.speed
+                    ahead.put_nowait(_Queued(unit, start, reply_to, len(words),
+                                             round(pause * SAMPLE_RATE), task))
             finally:  # a bad request ends the queue too, and is re-raised below
                 all_scheduled.set()
                 ahead.put_nowait(None)
 
+        def messages(pcm: np.ndarray, span: common_pb2.TextSpan,
+                     reply_to: int) -> list[tts_pb2.TtsEvent]:
+            nonlocal samples
+            out = []
+            for i in range(0, max(len(pcm), 1), step):
+                piece = pcm[i : i + step]
+                chunk = common_pb2.AudioChunk(pcm16=piece.tobytes(),
+                                              sample_rate=SAMPLE_RATE, start_sample=samples)
+                samples += len(piece)
+                out.append(tts_pb2.TtsEvent(meta=stamp.meta(reply_to), audio=tts_pb2.TtsAudio(
+                    audio=chunk, span=span, span_complete=i + step >= len(pcm))))
+            return out
+
         scheduler = asyncio.create_task(schedule())
         try:
             while (item := await ahead.get()) is not None:
-                unit, start, reply_to, chars, task = item
-                audio = await task
+                audio = await item.task
                 if samples == 0 and self.args.first_unit_hold_ms:
                     await self._hold_first(len(audio) / SAMPLE_RATE, scheduled, all_scheduled)
                 pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-                span = common_pb2.TextSpan(start=start, end=unit.end)
                 if playing_since is None:
                     playing_since = time.monotonic()
-                for i in range(0, max(len(pcm), 1), step):
-                    piece = pcm[i : i + step]
-                    chunk = common_pb2.AudioChunk(pcm16=piece.tobytes(),
-                                                  sample_rate=SAMPLE_RATE, start_sample=samples)
-                    samples += len(piece)
-                    yield tts_pb2.TtsEvent(meta=stamp.meta(reply_to), audio=tts_pb2.TtsAudio(
-                        audio=chunk, span=span, span_complete=i + step >= len(pcm)))
-                spoken_until = unit.end
-                pending_chars -= chars
+                for event in messages(pcm, common_pb2.TextSpan(start=item.start,
+                                                               end=item.unit.end), item.reply_to):
+                    yield event
+                last = all_scheduled.is_set() and ahead.qsize() <= 1  # only the end marker
+                if item.pause and not last:
+                    # the mark's pause, as silence that speaks no characters (a listener who
+                    # interrupts in it has heard the whole unit); not after the last unit
+                    end = common_pb2.TextSpan(start=item.unit.end, end=item.unit.end)
+                    for event in messages(np.zeros(item.pause, "<i2"), end, item.reply_to):
+                        yield event
+                spoken_until = item.unit.end
+                pending_chars -= item.chars
                 in_flight.release()
             await scheduler  # re-raise a StageError from the request side
         finally:
             scheduler.cancel()
             while not ahead.empty():  # units made ahead that nobody will hear
                 if (left := ahead.get_nowait()) is not None:
-                    left[4].cancel()
+                    left.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await scheduler
         yield tts_pb2.TtsEvent(meta=stamp.meta(last_seq), done=tts_pb2.TtsDone(

@@ -188,5 +188,18 @@ def _spell_out(text: str) -> str:
     return text
 
 
+def pause_after(words: str, sentence_s: float, clause_s: float) -> float:
+    """Seconds of silence a unit of these (normalised) words is followed by, by the mark it
+    ends with: closing quotes and brackets are looked through."""
+    mark = words.rstrip(" \"')]\u201d\u2019\u300d")[-1:]
+    if not mark:
+        return 0.0
+    if mark in SENTENCE_MARKS or mark in "\u3002\uff01\uff1f":
+        return sentence_s
+    if mark in CLAUSE_MARKS or mark in "\uff0c\u3001":
+        return clause_s
+    return 0.0
+
+
 def speakable(text: str) -> bool:
     return any(c.isalnum() for c in text)
