@@ -1,6 +1,6 @@
 import pytest
 
-from deployments.tts.text import UnitSplitter, normalize, pause_after, speakable
+from deployments.tts.text import UnitSplitter, normalize, pause_after, speakable, spoken_words
 
 
 @pytest.mark.parametrize(("raw", "spoken"), [
@@ -17,6 +17,8 @@ from deployments.tts.text import UnitSplitter, normalize, pause_after, speakable
     ("See [the docs](https://example.org/x) 😀👍", "See the docs"),
     ("Dr. Smith & Mr. Jones, e.g. today", "doctor Smith and mister Jones, for example today"),
     ("```python\nprint(1)\n``` Done.", "Done."),
+    ("About 29,031 ft (5 lbs) at 60 mph", "About twenty-nine thousand and thirty-one feet "
+     "(five pounds) at sixty miles per hour"),
 ])
 def test_normalize(raw: str, spoken: str) -> None:
     assert normalize(raw) == spoken
@@ -77,6 +79,15 @@ def test_a_long_sentence_after_a_short_unit_is_cut_at_its_clauses() -> None:
                          "on the border of Nepal and China. ", "It was first climbed in 1953."]
 
 
+def test_a_number_counts_as_the_words_it_is_read_as() -> None:
+    assert [spoken_words(w) for w in ("8,938.88", "$12", "1993", "meters", "3rd")] == \
+        [9, 2, 2, 1, 1]
+    # "8,938.88" takes as long to say (and to make) as nine words: the unit ends after it,
+    # not a sentence later
+    units = [u[2] for u in units_of(["Sure, it is 8,938.88 meters high, or 29,031 feet."], 1)]
+    assert units == ["Sure, ", "it is ", "8,938.88 ", "meters high, ", "or 29,031 ", "feet."]
+
+
 def test_first_unit_cut_by_word_count_without_punctuation() -> None:
     assert units_of(["The capital of France is Paris."])[0][2] == "The capital "
 
@@ -94,7 +105,7 @@ def test_spans_are_contiguous_and_cover_the_text() -> None:
 
 
 def test_a_unit_is_not_cut_before_its_mark_is_followed_by_space() -> None:
-    s = UnitSplitter(5, 300)
+    s = UnitSplitter(8, 300)
     assert s.feed("It is 3.") == []  # could be 3.5
     assert [u.text for u in s.feed("5 now. ")] == ["It is 3.5 now. "]
     assert s.flush() == []

@@ -18,7 +18,8 @@ ABBREVIATIONS = {
     "st.": "saint", "vs.": "versus", "etc.": "et cetera", "e.g.": "for example",
     "i.e.": "that is", "approx.": "approximately", "no.": "number", "jr.": "junior",
     "sr.": "senior", "min.": "minutes", "sec.": "seconds", "km": "kilometres",
-    "kg": "kilograms", "cm": "centimetres", "mm": "millimetres",
+    "kg": "kilograms", "cm": "centimetres", "mm": "millimetres", "ft": "feet", "lb": "pounds",
+    "lbs": "pounds", "oz": "ounces", "mph": "miles per hour",
 }
 _NOT_SENTENCE_END = re.compile(r"(?:\b(?:" + "|".join(
     re.escape(a[:-1]) for a in ABBREVIATIONS if a.endswith(".")) + r")|\b[A-Za-z]|\d)\.$",
@@ -44,7 +45,8 @@ class UnitSplitter:
     whole sentences (up to `max_unit_chars`), which sound best, unless a sentence
     runs past twice the words of the unit before it: then it is cut at a clause
     mark once it has as many words as that unit, or at twice as many. A long
-    sentence after a short unit would otherwise leave seconds of silence.
+    sentence after a short unit would otherwise leave seconds of silence. Words are
+    counted as spoken: a number is the words it is read as.
     """
 
     GROWING_UNITS = 4
@@ -74,7 +76,7 @@ class UnitSplitter:
         unit = Unit(self._start, end, self.text[self._start : end])
         self._start = end
         self._units += 1
-        self._last_words = max(len(unit.text.split()), 1)
+        self._last_words = max(sum(spoken_words(w) for w in unit.text.split()), 1)
         return unit
 
     def _next_boundary(self) -> int | None:
@@ -85,12 +87,14 @@ class UnitSplitter:
         max_words = self._first_words * 2**self._units
         words = 0
         last_space = None
+        word_start = 0
         for m in re.finditer(r"\s+", pending):
             i = m.start()
             before = pending[:i].rstrip()
             if not before:
                 continue
-            words += 1
+            words += spoken_words(pending[word_start:i])
+            word_start = m.end()
             last_space = m.end()
             mark = before[-1]
             if "\n" in m.group() and before:  # line ends: list items, paragraphs
@@ -186,6 +190,14 @@ def _spell_out(text: str) -> str:
         escaped = re.escape(abbr) if abbr.endswith(".") else re.escape(abbr) + r"\b"
         text = re.sub(r"(?<![\w.])" + escaped, words, text, flags=re.IGNORECASE)
     return text
+
+
+def spoken_words(word: str) -> int:
+    """How many words a word of the text is spoken as: "8,938.88" is nine, "$12" two. Units
+    are sized in these, since a run's time follows what is said."""
+    if not any(c.isdigit() for c in word):
+        return 1
+    return max(len(normalize(word).split()), 1)
 
 
 def pause_after(words: str, sentence_s: float, clause_s: float) -> float:
