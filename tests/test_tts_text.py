@@ -10,6 +10,10 @@ from deployments.tts.text import UnitSplitter, normalize, pause_after, speakable
     ("$1,200.05", "one thousand, two hundred dollars and five cents"),
     ("Save 20% now", "Save twenty percent now"),
     ("Meet at 10:30 on the 3rd", "Meet at ten thirty on the third"),
+    ("Open 9:00am to 12:15PM, or 7:05 p.m. daily", "Open nine AM to twelve fifteen PM, or "
+     "seven oh five PM daily"),
+    ("At 6:00 and 6:07", "At six o'clock and six oh seven"),
+    ("It opens at 8:30 a.m. Be early.", "It opens at eight thirty AM. Be early."),
     ("Born in 1984, aged 41", "Born in nineteen eighty-four, aged forty-one"),
     ("Pi is 3.14", "Pi is three point one four"),
     ("**Sure!** Here is *one* `idea`", "Sure! Here is one idea"),

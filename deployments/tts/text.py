@@ -160,8 +160,15 @@ def _number(m: re.Match[str]) -> str:
 
 
 def _clock(m: re.Match[str]) -> str:
-    minutes = int(m.group(2))
-    return f"{num2words(int(m.group(1)))} " + ("o'clock" if minutes == 0 else num2words(minutes))
+    hour, minutes, half = int(m.group(1)), int(m.group(2)), m.group(3)
+    if half:  # "9:00am", "9:30 p.m."
+        said = num2words(hour) + ("" if minutes == 0 else f" {_minutes(minutes)}")
+        return f"{said} {half.upper()}M"
+    return f"{num2words(hour)} " + ("o'clock" if minutes == 0 else _minutes(minutes))
+
+
+def _minutes(minutes: int) -> str:
+    return f"oh {num2words(minutes)}" if minutes < 10 else num2words(minutes)
 
 
 def normalize(text: str, english: bool = True) -> str:
@@ -181,7 +188,9 @@ def normalize(text: str, english: bool = True) -> str:
 def _spell_out(text: str) -> str:
     text = re.sub(r"([$€£])\s?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?\b", _money, text)
     text = re.sub(r"(\d+(?:\.\d+)?)\s?%", lambda m: f"{m.group(1)} percent", text)
-    text = re.sub(r"\b(\d{1,2}):(\d{2})\b", _clock, text)
+    # "p.m." keeps its last dot where it ends the sentence (a lower-case word goes on)
+    text = re.sub(r"\b(\d{1,2}):(\d{2})(?:\s?([ap])\.?m\b(?:\.(?=\s+(?-i:[a-z])))?|\b)", _clock,
+                  text, flags=re.IGNORECASE)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"),
                   text)
     text = re.sub(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", _number, text)
