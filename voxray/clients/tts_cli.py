@@ -27,8 +27,8 @@ async def speak(text: str, target: str, out: str, voice: str, speed: float | Non
                 if ev.WhichOneof("kind") == "audio":
                     first = first or time.monotonic() - t0
                     pcm += ev.audio.audio.pcm16
-                    if ev.audio.span_complete:
-                        span = ev.audio.span
+                    span = ev.audio.span
+                    if ev.audio.span_complete and span.end > span.start:  # (not a pause)
                         print(f"  {len(pcm) / 48000:6.2f}s  {text[span.start : span.end]!r}")
     except grpc.aio.AioRpcError as e:
         print(f"voxray tts: {e.code().name}: {e.details()}", file=sys.stderr)
