@@ -209,16 +209,17 @@ def spoken_words(word: str) -> int:
     return max(len(normalize(word).split()), 1)
 
 
-def pause_after(words: str, sentence_s: float, clause_s: float) -> float:
-    """Seconds of silence a unit of these (normalised) words is followed by, by the mark it
-    ends with: closing quotes and brackets are looked through."""
+def pause_after(words: str, sentence: float, clause: float) -> float:
+    """The pause a unit of these (normalised) words is followed by: `sentence` after a
+    sentence mark, `clause` after a clause mark, else none. Closing quotes and brackets
+    are looked through."""
     mark = words.rstrip(" \"')]\u201d\u2019\u300d")[-1:]
     if not mark:
         return 0.0
     if mark in SENTENCE_MARKS or mark in "\u3002\uff01\uff1f":
-        return sentence_s
+        return sentence
     if mark in CLAUSE_MARKS or mark in "\uff0c\u3001":
-        return clause_s
+        return clause
     return 0.0
 
 
