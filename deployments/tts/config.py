@@ -54,8 +54,8 @@ class TtsArgs(BaseModel):
     max_text_chars: int = Field(50_000, ge=100)
     # Silence sent after a unit that ends a sentence (. ! ? ...) or a clause (, ; : -), when
     # another unit follows: each unit is synthesised alone and trimmed, which drops the pause
-    # Kokoro makes at a mark (190-400 ms after a sentence inside one text). kokoro-onnx's own
-    # defaults when it joins pieces; scaled by 1/speed.
+    # Kokoro makes at a full stop inside one text. kokoro-onnx's own defaults when it joins
+    # pieces; scaled by 1/speed.
     sentence_pause_ms: int = Field(250, ge=0, le=2000)
     clause_pause_ms: int = Field(100, ge=0, le=2000)
     # Audio of a unit is sent in messages of at most this length.
