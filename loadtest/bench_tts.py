@@ -11,17 +11,21 @@ word every 33 ms (about 30 tokens/s), and records:
 Run with 1 and 4 concurrent streams. First, the engine alone (no Ray) on
 first units of one to three words and a sentence, the floor under every figure
 above: wall and CPU time per run, with onnxruntime's threads spinning between
-operators and not (`intra_op_spinning`).
+operators and not (`intra_op_spinning`). With --op-profile, also where a run's time
+goes, per operator type (onnxruntime's profiler over the same texts).
 
-    python -m loadtest.bench_tts [--rounds 3] [--engine-only] [--json out.json]
+    python -m loadtest.bench_tts [--rounds 3] [--engine-only] [--op-profile] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
@@ -43,6 +47,8 @@ ANSWERS = [
     "Right away. The lights in the kitchen and the living room are now off.",
 ]
 WORD_INTERVAL_S = 0.033
+# First units of one to three words and a sentence: what the engine alone is timed on.
+ENGINE_TEXTS = ("Sure.", "The capital", "Okay, here is", "The weather today is sunny and warm.")
 
 
 @dataclass
@@ -129,7 +135,7 @@ def bench_engine(spinning: bool = True) -> dict[str, dict[str, float]]:
     engine = KokoroEngine(TtsArgs(intra_op_spinning=spinning))
     engine.warmup()
     out = {}
-    for text in ("Sure.", "The capital", "Okay, here is", "The weather today is sunny and warm."):
+    for text in ENGINE_TEXTS:
         wall, cpu = [], []
         for _ in range(5):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -142,12 +148,35 @@ def bench_engine(spinning: bool = True) -> dict[str, dict[str, float]]:
     return out
 
 
+def op_profile(rounds: int = 3) -> dict[str, float]:
+    """Each operator type's share of the time spent in operators, over `rounds` runs of
+    each engine-alone text (the CPU profile's session options, threads not spinning)."""
+    from deployments.tts.config import TtsArgs
+    from deployments.tts.engine import KokoroEngine
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine = KokoroEngine(TtsArgs(intra_op_spinning=False), profile_prefix=f"{folder}/kokoro")
+        engine.warmup()
+        for _ in range(rounds):
+            for text in ENGINE_TEXTS:
+                engine.synthesize(text, "af_heart", 1.0, "en-us")
+        trace = json.loads(engine.end_profiling().read_text())
+    per_op: Counter[str] = Counter()
+    for event in trace:
+        if event.get("cat") == "Node" and "op_name" in event.get("args", {}):
+            per_op[event["args"]["op_name"]] += event["dur"]
+    total = sum(per_op.values()) or 1
+    return {op: us / total for op, us in per_op.most_common()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     ap.add_argument("--engine-only", action="store_true",
                     help="only the engine alone, with onnxruntime's threads spinning and not")
+    ap.add_argument("--op-profile", action="store_true",
+                    help="also each operator type's share of a run's time")
     ns = ap.parse_args()
     from voxray import runtime
 
@@ -158,6 +187,11 @@ def main() -> int:
               + ", ".join(f"{text!r} {t['wall_ms']:.0f} ms ({t['cpu_ms']:.0f} ms CPU, "
                           f"{t['cpu_s_per_audio_s']:.2f} CPU s per s of speech)"
                           for text, t in runs.items()), flush=True)
+    if ns.op_profile:
+        shares = out["engine_op_shares"] = op_profile()
+        print("engine alone, time in operators by type: "
+              + ", ".join(f"{op} {share:.0%}" for op, share in list(shares.items())[:8]),
+              flush=True)
     if ns.engine_only:
         if ns.json:
             write_json(ns.json, out)

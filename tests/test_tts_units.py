@@ -271,3 +271,12 @@ async def test_a_short_first_unit_is_held_until_the_next_is_near_so_no_hole_foll
         holes.append(hole)
     assert min(holes) < 0.15, f"{holes} s of silence after the first {first_s:.2f} s"
     assert service.cache.get(UnitKey("af_heart", 1.0, "en-us", "pharmacy opens")) is None
+
+
+def test_the_op_profile_says_where_a_run_of_the_real_model_goes() -> None:
+    from loadtest.bench_tts import op_profile
+
+    shares = op_profile(rounds=1)
+    assert abs(sum(shares.values()) - 1) < 1e-6 and all(s > 0 for s in shares.values())
+    # the shipped model is the int8 graph: its convolutions are integer ones
+    assert "ConvInteger" in shares, list(shares)[:5]

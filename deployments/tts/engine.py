@@ -50,7 +50,9 @@ class Cancel:
 
 
 class KokoroEngine:
-    def __init__(self, args: TtsArgs) -> None:
+    def __init__(self, args: TtsArgs, profile_prefix: str | None = None) -> None:
+        """profile_prefix: time every operator of every run (onnxruntime's profiler, for
+        benchmarks); `end_profiling` writes the trace to `<profile_prefix>_<time>.json`."""
         self.args = args
         folder = Path(args.model_dir) if args.model_dir else models_dir() / "kokoro-v1.0"
         model, voices = folder / args.model_file, folder / args.voices_file
@@ -62,6 +64,9 @@ class KokoroEngine:
         so.inter_op_num_threads = 1
         if not args.intra_op_spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if profile_prefix is not None:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
         # Each input length has its own memory pattern, kept for the session's life: with
         # units of every length the replica grew by hundreds of MB (measured without it).
         so.enable_mem_pattern = False
@@ -88,6 +93,10 @@ class KokoroEngine:
         self.voices = frozenset(self._kokoro.voices.files)
         self._input_types = {i.name: i.type for i in self._session.get_inputs()}
         log.info("loaded Kokoro %s in %.2f s", model, time.perf_counter() - t0)
+
+    def end_profiling(self) -> Path:
+        """The operator trace so far (a Chrome trace JSON); profiling stops."""
+        return Path(self._session.end_profiling())
 
     def warmup(self) -> None:
         self.synthesize("Hello there.", self.args.voice, 1.0, self.args.language)
