@@ -277,6 +277,6 @@ def test_the_op_profile_says_where_a_run_of_the_real_model_goes() -> None:
     from loadtest.bench_tts import op_profile
 
     shares = op_profile(rounds=1)
-    assert abs(sum(shares.values()) - 1) < 1e-6 and all(s > 0 for s in shares.values())
+    assert abs(sum(shares.values()) - 1) < 1e-6 and min(shares.values()) >= 0
     # the shipped model is the int8 graph: its convolutions are integer ones
     assert "ConvInteger" in shares, list(shares)[:5]
